@@ -1,0 +1,164 @@
+"""Level-based scaling: from desired replicas and observed worker pods to a plan.
+
+A worker pod is *live* when it is not being deleted, not retiring (the
+scheduler reported it retired) and not terminal (phase Succeeded or Failed,
+e.g. evicted). Live pods are what ``status.workers.count`` counts and what the
+plan compares with the desired replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from dask_operator import constants as c
+from dask_operator.core.manifests import worker_pod_name
+
+RUNNING = "Running"
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+@dataclass(frozen=True)
+class WorkerPod:
+    """What scaling needs to know about one worker pod."""
+
+    name: str
+    phase: str
+    ready: bool
+    deleting: bool
+    retiring_since: str | None
+    created: str
+
+    @classmethod
+    def from_pod(cls, pod: Mapping) -> WorkerPod:
+        """Read a Pod object (a dict as the API returns it)."""
+        metadata = pod.get("metadata") or {}
+        status = pod.get("status") or {}
+        annotations = metadata.get("annotations") or {}
+        return cls(
+            name=metadata["name"],
+            phase=status.get("phase") or "Pending",
+            ready=any(
+                cond.get("type") == "Ready" and cond.get("status") == "True"
+                for cond in status.get("conditions") or ()
+            ),
+            deleting=bool(metadata.get("deletionTimestamp")),
+            retiring_since=annotations.get(c.ANNOTATION_RETIRING),
+            created=str(metadata.get("creationTimestamp") or ""),
+        )
+
+    @property
+    def retiring(self) -> bool:
+        """The scheduler reported this worker retired; the pod is to be deleted."""
+        return self.retiring_since is not None
+
+    @property
+    def terminal(self) -> bool:
+        """The pod's containers have stopped for good."""
+        return self.phase in TERMINAL_PHASES
+
+    @property
+    def live(self) -> bool:
+        """Counted as a worker: not deleting, not retiring, not terminal."""
+        return not (self.deleting or self.retiring or self.terminal)
+
+    @property
+    def serving(self) -> bool:
+        """Running and Ready: it may hold data, so only the scheduler may retire it."""
+        return self.phase == RUNNING and self.ready
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    """Pods to create and delete, and how many workers to ask the scheduler to retire."""
+
+    create: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()
+    retire: int = 0
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to do."""
+        return not (self.create or self.delete or self.retire)
+
+
+def live_pods(pods: Iterable[WorkerPod]) -> list[WorkerPod]:
+    """The pods that count as workers."""
+    return [p for p in pods if p.live]
+
+
+def plan_workers(cluster_name: str, desired: int, pods: Sequence[WorkerPod]) -> ScalePlan:
+    """Plan the step from the observed pods towards ``desired`` live workers.
+
+    - Retiring and terminal pods not yet being deleted are always deleted.
+    - Too few live pods: create the missing ones, named with the lowest
+      indices no existing pod (even a deleting one) holds.
+    - Too many: delete surplus pods that are not Running and Ready (they hold
+      no data) -- not-Running first, then newest, then highest index -- and
+      leave the rest of the surplus to the scheduler to retire.
+    """
+    live = live_pods(pods)
+    doomed = [p.name for p in pods if not p.deleting and not p.live]
+    if len(live) < desired:
+        taken = {p.name for p in pods}
+        create = _free_names(cluster_name, taken, desired - len(live))
+        return ScalePlan(create=create, delete=tuple(doomed))
+    surplus = len(live) - desired
+    idle = _disposal_order(cluster_name, [p for p in live if not p.serving])[:surplus]
+    return ScalePlan(
+        delete=tuple(doomed + [p.name for p in idle]),
+        retire=surplus - len(idle),
+    )
+
+
+def _free_names(cluster_name: str, taken: set[str], count: int) -> tuple[str, ...]:
+    names: list[str] = []
+    index = 0
+    while len(names) < count:
+        name = worker_pod_name(cluster_name, index)
+        if name not in taken:
+            names.append(name)
+        index += 1
+    return tuple(names)
+
+
+def _disposal_order(cluster_name: str, pods: list[WorkerPod]) -> list[WorkerPod]:
+    """Not-Running before Running-unready, then newest first, then highest index first."""
+    ordered = sorted(pods, key=lambda p: _index_key(cluster_name, p.name), reverse=True)
+    ordered.sort(key=lambda p: p.created, reverse=True)
+    ordered.sort(key=lambda p: p.phase == RUNNING)
+    return ordered
+
+
+def worker_index(cluster_name: str, pod_name: str) -> int | None:
+    """The index in ``<cluster>-worker-<index>``, or None for other names."""
+    prefix = worker_pod_name(cluster_name, 0)[:-1]
+    suffix = pod_name[len(prefix):] if pod_name.startswith(prefix) else ""
+    return int(suffix) if suffix.isdigit() else None
+
+
+def _index_key(cluster_name: str, pod_name: str) -> tuple[int, str]:
+    index = worker_index(cluster_name, pod_name)
+    return (-1 if index is None else index, pod_name)
+
+
+def select_retired(
+    requested_names: Iterable[str] | None,
+    retired_report: Mapping,
+    pods: Iterable[WorkerPod],
+) -> tuple[str, ...]:
+    """Names of our pods whose workers the scheduler reports retired.
+
+    ``retired_report`` is the JSON answer of ``POST /api/v1/retire_workers``:
+    worker address -> worker info with a ``name``. Only names of ``pods`` (and
+    of ``requested_names``, when given) are returned, sorted.
+    """
+    reported = {
+        str(info["name"])
+        for info in retired_report.values()
+        if isinstance(info, Mapping) and info.get("name") is not None
+    }
+    ours = {p.name for p in pods}
+    if requested_names is not None:
+        ours &= set(requested_names)
+    return tuple(sorted(reported & ours))

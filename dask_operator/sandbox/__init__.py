@@ -1,0 +1,44 @@
+"""`dask-operator sandbox`: a real Kubernetes control plane built from Go modules."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from .cluster import Sandbox, SandboxConfig, SandboxInfo
+
+__all__ = ["Sandbox", "SandboxConfig", "SandboxInfo", "run_sandbox"]
+
+log = logging.getLogger(__name__)
+
+
+def run_sandbox(
+    *,
+    state_dir: Path | None,
+    nodes: int,
+    crds: list[Path],
+    adapter_rules: list[Path],
+    hpa_sync_period: str,
+    scrape_interval: str,
+    example: bool = False,
+) -> int:
+    config = SandboxConfig(
+        state_dir=state_dir, nodes=nodes, crds=crds, adapter_rules=adapter_rules,
+        hpa_sync_period=hpa_sync_period, scrape_interval=scrape_interval,
+    )
+    sandbox = Sandbox(config)
+    try:
+        info = sandbox.start()
+        print(f"sandbox ready: export KUBECONFIG={info.kubeconfig}", flush=True)
+        print(f"prometheus: {info.prometheus}  state: {info.state_dir}", flush=True)
+        if example:
+            raise SystemExit("--example needs the operator (issue 3)")
+        asyncio.run(sandbox.serve())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sandbox.stop()
+        print("sandbox stopped", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,159 @@
+"""Network namespaces for sandbox pods: one bridge per sandbox, one veth per pod.
+
+Layout for sandbox index `i` (0..63):
+    pod CIDR     10.244.(4i).0/22, bridge `dsb<i>` holds the first address;
+    runner pods  the lower /23 (addresses handed out by the pod runner);
+    kwok pods    the upper /23 (kwok's own allocator; nothing listens there).
+
+Nothing is routed off the bridge: no NAT, no forwarding rules, no default route
+on the host side. Pods reach each other and the host's bridge address only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import logging
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = Path("/run/lock/dask-operator-sandbox.lock")
+OWNER_DIR = Path("/run/dask-operator-sandbox")
+MAX_SANDBOXES = 64
+NETNS_ETC = Path("/etc/netns")
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+
+
+def _owner_alive(pidfile: Path) -> bool:
+    try:
+        os.kill(int(pidfile.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _link_exists(name: str) -> bool:
+    return ip("link", "show", name, check=False).returncode == 0
+
+
+@dataclass(frozen=True)
+class Network:
+    index: int
+
+    @property
+    def bridge(self) -> str:
+        return f"dsb{self.index}"
+
+    @property
+    def cidr(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(f"10.244.{4 * self.index}.0/22")
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        return self.cidr.network_address + 1
+
+    @property
+    def runner_range(self) -> ipaddress.IPv4Network:
+        return list(self.cidr.subnets(new_prefix=23))[0]
+
+    @property
+    def kwok_range(self) -> ipaddress.IPv4Network:
+        return list(self.cidr.subnets(new_prefix=23))[1]
+
+    def netns_name(self, pod_uid: str) -> str:
+        return f"dsb{self.index}-{pod_uid[:13]}"
+
+    def veth_name(self, slot: int) -> str:
+        return f"dsb{self.index}v{slot}"  # at most 15 characters
+
+
+def create_network() -> Network:
+    """Claim a free sandbox index and bring up its bridge."""
+    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with LOCK_FILE.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for index in range(MAX_SANDBOXES):
+            net = Network(index)
+            owner = OWNER_DIR / f"{net.bridge}.pid"
+            if _link_exists(net.bridge):
+                if _owner_alive(owner):
+                    continue
+                log.info("reclaiming %s from a sandbox that died", net.bridge)
+                delete_network(net)
+            ip("link", "add", net.bridge, "type", "bridge")
+            ip("addr", "add", f"{net.gateway}/{net.cidr.prefixlen}", "dev", net.bridge)
+            ip("link", "set", net.bridge, "up")
+            OWNER_DIR.mkdir(parents=True, exist_ok=True)
+            owner.write_text(str(os.getpid()))
+            log.info("bridge %s up on %s", net.bridge, net.cidr)
+            return net
+    raise RuntimeError(f"all {MAX_SANDBOXES} sandbox networks are in use")
+
+
+def delete_network(net: Network) -> None:
+    """Kill what still runs in the sandbox's namespaces, then remove them and the bridge."""
+    namespaces = list_namespaces(net)
+    for ns in namespaces:
+        for pid in ip("netns", "pids", ns, check=False).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for ns in namespaces:
+        delete_pod_namespace(ns)
+    ip("link", "del", net.bridge, check=False)
+    (OWNER_DIR / f"{net.bridge}.pid").unlink(missing_ok=True)
+
+
+def list_namespaces(net: Network) -> list[str]:
+    out = ip("netns", "list", check=False).stdout
+    prefix = f"dsb{net.index}-"
+    return [line.split()[0] for line in out.splitlines() if line.startswith(prefix)]
+
+
+def create_pod_namespace(net: Network, name: str, veth: str, address: str) -> None:
+    """A namespace with lo and eth0 at `address`, its peer plugged into the bridge."""
+    delete_pod_namespace(name)
+    ip("netns", "add", name)
+    peer = f"{veth}p"
+    ip("link", "add", veth, "type", "veth", "peer", "name", peer)
+    ip("link", "set", peer, "netns", name)
+    ip("link", "set", veth, "master", net.bridge)
+    ip("link", "set", veth, "up")
+    inside = ("netns", "exec", name, "ip")
+    ip(*inside, "link", "set", "lo", "up")
+    ip(*inside, "link", "set", peer, "name", "eth0")
+    ip(*inside, "addr", "add", f"{address}/{net.cidr.prefixlen}", "dev", "eth0")
+    ip(*inside, "link", "set", "eth0", "up")
+    # Only the pod CIDR is reachable: no default route leaves the sandbox.
+    (NETNS_ETC / name).mkdir(parents=True, exist_ok=True)
+
+
+def delete_pod_namespace(name: str) -> None:
+    # Deleting the namespace destroys eth0 and with it the veth peer on the host.
+    ip("netns", "del", name, check=False)
+    etc = NETNS_ETC / name
+    if etc.exists():
+        for f in etc.iterdir():
+            f.unlink()
+        etc.rmdir()
+
+
+def write_hosts(name: str, pod_name: str, address: str, entries: dict[str, list[str]]) -> None:
+    """Write `/etc/netns/<name>/hosts`, which `ip netns exec` mounts over /etc/hosts."""
+    lines = ["127.0.0.1\tlocalhost", f"{address}\t{pod_name}"]
+    for host, addrs in sorted(entries.items()):
+        for a in addrs:
+            lines.append(f"{a}\t{host}")
+    # Written in place: the bind mount made by `ip netns exec` pins the inode,
+    # so a rename would leave running processes reading the old file.
+    with (NETNS_ETC / name / "hosts").open("w") as f:
+        f.write("\n".join(lines) + "\n")

@@ -1,0 +1,472 @@
+"""A small kubelet for the sandbox: runs selected pods as real processes.
+
+Pods that carry the Dask role label and lack the simulate label
+(`RUNNER_SELECTOR`) are left alone by kwok (its stages exclude them) and run
+here instead, once kube-scheduler has bound them to a node:
+
+* each pod gets a network namespace, a veth into the sandbox bridge and an
+  address from the runner's half of the pod CIDR;
+* Service names (`svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`)
+  resolve through `/etc/netns/<netns>/hosts` to the ready endpoints of the
+  Service (there is no kube-proxy, so ClusterIPs are not routable);
+* the first container's command/args run with the pod's env (`value` and
+  `fieldRef` sources, `$(VAR)` expansion), as `runAsUser` when set; the image
+  is ignored: commands come from the host, with this Python's bin dir first
+  on PATH;
+* status follows the process: Running at start, Ready when the readiness
+  probe (httpGet or tcpSocket, from the host to the pod IP) passes, restarts
+  with back-off per `restartPolicy`, Succeeded/Failed otherwise;
+* on deletion it sends SIGTERM, waits out the grace period (at most 30 s),
+  SIGKILLs, removes the namespace and deletes the pod object.
+
+Liveness probes, volumes, init containers and extra containers are not run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import kr8s.asyncio
+
+from ..constants import LABEL_ROLE, SANDBOX_SIMULATE_LABEL
+from . import netns
+from .procs import pdeathsig_preexec
+
+log = logging.getLogger(__name__)
+
+RUNNER_SELECTOR = f"{LABEL_ROLE},!{SANDBOX_SIMULATE_LABEL}"
+RESYNC_SECONDS = 1.0
+MAX_GRACE_SECONDS = 30
+MAX_BACKOFF_SECONDS = 10
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class RunningPod:
+    uid: str
+    namespace: str
+    name: str
+    netns: str
+    veth_slot: int
+    address: str
+    workdir: Path
+    process: asyncio.subprocess.Process | None = None
+    started_at: str = ""
+    restarts: int = 0
+    ready: bool = False
+    next_start: float = 0.0
+    last_probe: float = 0.0
+    last_termination: dict | None = None
+    terminal_phase: str | None = None
+    stopping: bool = False
+    hosts: dict = field(default_factory=dict)
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes `$(VAR)` expansion; `$$(VAR)` escapes."""
+    def sub(m: re.Match) -> str:
+        if m.group(0).startswith("$$"):
+            return m.group(0)[1:]
+        return env.get(m.group(1), m.group(0))
+    return re.sub(r"\$?\$\(([A-Za-z_][A-Za-z0-9_]*)\)", sub, value)
+
+
+def _field_ref(pod: dict, path: str, address: str) -> str:
+    meta = pod["metadata"]
+    return {
+        "metadata.name": meta["name"],
+        "metadata.namespace": meta["namespace"],
+        "metadata.uid": meta["uid"],
+        "spec.nodeName": pod["spec"].get("nodeName", ""),
+        "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
+        "status.podIP": address,
+        "status.hostIP": address,
+    }.get(path, "")
+
+
+def container_env(pod: dict, address: str) -> dict[str, str]:
+    container = pod["spec"]["containers"][0]
+    env: dict[str, str] = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = _expand(str(item["value"]), env)
+        elif "fieldRef" in item.get("valueFrom", {}):
+            env[item["name"]] = _field_ref(pod, item["valueFrom"]["fieldRef"]["fieldPath"], address)
+    return env
+
+
+def container_argv(pod: dict, env: dict[str, str]) -> list[str]:
+    container = pod["spec"]["containers"][0]
+    argv = list(container.get("command", [])) + list(container.get("args", []))
+    if not argv:
+        raise ValueError("the pod runner needs a command or args: it cannot run an image's entrypoint")
+    return [_expand(a, env) for a in argv]
+
+
+def _run_as(pod: dict) -> int | None:
+    container = pod["spec"]["containers"][0]
+    for ctx in (container.get("securityContext") or {}, pod["spec"].get("securityContext") or {}):
+        if ctx.get("runAsUser") is not None:
+            return int(ctx["runAsUser"])
+    return None
+
+
+def _port(container: dict, port) -> int:
+    if isinstance(port, int):
+        return port
+    for p in container.get("ports", []):
+        if p.get("name") == port:
+            return int(p["containerPort"])
+    return int(port)
+
+
+class PodRunner:
+    def __init__(self, kubeconfig: Path, network: netns.Network, state_dir: Path):
+        self.kubeconfig = kubeconfig
+        self.network = network
+        self.state_dir = state_dir
+        self.pods: dict[str, RunningPod] = {}
+        self._wake = asyncio.Event()
+        self._slots = 0
+        self._http = httpx.AsyncClient(timeout=1.0)
+        self.api = None
+
+    # ---------------------------------------------------------------- loop
+    async def run(self) -> None:
+        self.api = await kr8s.asyncio.api(kubeconfig=str(self.kubeconfig))
+        watches = [
+            asyncio.create_task(self._watch("pods", RUNNER_SELECTOR)),
+            asyncio.create_task(self._watch("endpointslices", None)),
+        ]
+        try:
+            while True:
+                try:
+                    await self.sync()
+                except Exception:  # keep the kubelet alive through API hiccups
+                    log.exception("pod runner sync failed")
+                try:
+                    await asyncio.wait_for(self._wake.wait(), RESYNC_SECONDS)
+                except asyncio.TimeoutError:
+                    pass
+                self._wake.clear()
+        finally:
+            for w in watches:
+                w.cancel()
+            await self.shutdown()
+
+    async def _watch(self, kind: str, selector: str | None) -> None:
+        while True:
+            try:
+                async for _ in self.api.async_watch(kind, namespace=kr8s.ALL, label_selector=selector):
+                    self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # reconnect; the resync loop covers the gap
+                log.debug("watch %s ended: %s", kind, e)
+                await asyncio.sleep(1)
+
+    async def _get(self, url: str, params: dict | None = None) -> dict:
+        version = "discovery.k8s.io/v1" if url == "endpointslices" else "v1"
+        async with self.api.call_api("GET", version=version, url=url, params=params or {}) as r:
+            return r.json()
+
+    async def sync(self) -> None:
+        pods = (await self._get("pods", {"labelSelector": RUNNER_SELECTOR}))["items"]
+        hosts = await self._service_hosts()
+        seen = set()
+        for pod in pods:
+            uid = pod["metadata"]["uid"]
+            seen.add(uid)
+            if not pod["spec"].get("nodeName"):
+                continue  # not scheduled yet
+            rp = self.pods.get(uid)
+            if pod["metadata"].get("deletionTimestamp"):
+                await self._terminate(pod, rp)
+                continue
+            if rp is None:
+                if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+                    continue
+                rp = await self._admit(pod)
+            self._write_hosts(rp, hosts)
+            await self._tend(pod, rp)
+        for uid in [u for u in self.pods if u not in seen]:
+            await self._stop(self.pods.pop(uid))
+
+    async def _service_hosts(self) -> dict[str, dict[str, list[str]]]:
+        """namespace -> {hostname: [ready endpoint IPs]} from EndpointSlices."""
+        slices = (await self._get("endpointslices"))["items"]
+        by_ns: dict[str, dict[str, list[str]]] = {}
+        for s in slices:
+            svc = s["metadata"].get("labels", {}).get("kubernetes.io/service-name")
+            if not svc:
+                continue
+            ns = s["metadata"]["namespace"]
+            ips = [
+                a
+                for ep in s.get("endpoints") or []
+                if (ep.get("conditions") or {}).get("ready", True)
+                for a in ep.get("addresses", [])
+            ]
+            names = by_ns.setdefault(ns, {})
+            for host in (f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"):
+                names.setdefault(host, []).extend(ips)
+        return by_ns
+
+    def _write_hosts(self, rp: RunningPod, hosts: dict) -> None:
+        entries: dict[str, list[str]] = {}
+        for ns, names in hosts.items():
+            for host, ips in names.items():
+                entries[host] = sorted(set(ips))
+                if ns == rp.namespace:  # search-path short names
+                    short = host.split(".svc")[0]
+                    entries[short] = entries[host]
+                    entries[short.split(".")[0]] = entries[host]
+        if entries != rp.hosts:
+            netns.write_hosts(rp.netns, rp.name, rp.address, entries)
+            rp.hosts = entries
+
+    # ------------------------------------------------------------ lifecycle
+    def _allocate_address(self) -> str:
+        used = {rp.address for rp in self.pods.values()}
+        for host in self.network.runner_range.hosts():
+            if host != self.network.gateway and str(host) not in used:
+                return str(host)
+        raise RuntimeError("runner pod addresses exhausted")
+
+    async def _admit(self, pod: dict) -> RunningPod:
+        meta = pod["metadata"]
+        self._slots += 1
+        rp = RunningPod(
+            uid=meta["uid"],
+            namespace=meta["namespace"],
+            name=meta["name"],
+            netns=self.network.netns_name(meta["uid"]),
+            veth_slot=self._slots,
+            address=self._allocate_address(),
+            workdir=self.state_dir / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}",
+        )
+        rp.workdir.mkdir(parents=True, exist_ok=True)
+        uid = _run_as(pod)
+        if uid is not None:
+            os.chown(rp.workdir, uid, uid)
+        await asyncio.to_thread(
+            netns.create_pod_namespace, self.network, rp.netns, self.network.veth_name(rp.veth_slot), rp.address
+        )
+        netns.write_hosts(rp.netns, rp.name, rp.address, {})
+        self.pods[rp.uid] = rp
+        log.info("admitted pod %s/%s at %s", rp.namespace, rp.name, rp.address)
+        return rp
+
+    async def _start(self, pod: dict, rp: RunningPod) -> None:
+        env = container_env(pod, rp.address)
+        argv = container_argv(pod, env)
+        full_env = {
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": str(rp.workdir),
+            "HOSTNAME": rp.name,
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        prefix = ["ip", "netns", "exec", rp.netns]
+        uid = _run_as(pod)
+        if uid is not None:
+            prefix += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+        logfile = (rp.workdir / "container.log").open("ab")
+        rp.process = await asyncio.create_subprocess_exec(
+            *prefix, *argv,
+            cwd=rp.workdir, env=full_env, stdout=logfile, stderr=logfile,
+            stdin=asyncio.subprocess.DEVNULL, preexec_fn=pdeathsig_preexec, start_new_session=True,
+        )
+        logfile.close()
+        rp.started_at = _now()
+        rp.ready = False
+        log.info("started %s/%s (pid %d): %s", rp.namespace, rp.name, rp.process.pid, " ".join(argv))
+
+    async def _tend(self, pod: dict, rp: RunningPod) -> None:
+        loop = asyncio.get_running_loop()
+        if rp.terminal_phase:
+            await self._patch_status(pod, rp)
+            return
+        if rp.process is not None and rp.process.returncode is not None:
+            code = rp.process.returncode
+            rp.last_termination = {
+                "exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                "startedAt": rp.started_at, "finishedAt": _now(),
+            }
+            rp.process = None
+            rp.ready = False
+            policy = pod["spec"].get("restartPolicy", "Always")
+            if policy == "Always" or (policy == "OnFailure" and code != 0):
+                rp.restarts += 1
+                rp.next_start = loop.time() + min(MAX_BACKOFF_SECONDS, 2 ** (rp.restarts - 1))
+                log.info("%s/%s exited %d; restarting (#%d)", rp.namespace, rp.name, code, rp.restarts)
+            else:
+                rp.terminal_phase = "Succeeded" if code == 0 else "Failed"
+                log.info("%s/%s exited %d: %s", rp.namespace, rp.name, code, rp.terminal_phase)
+        if rp.process is None and not rp.terminal_phase and loop.time() >= rp.next_start:
+            try:
+                await self._start(pod, rp)
+            except (OSError, ValueError) as e:
+                rp.last_termination = {"exitCode": 128, "reason": "StartError", "message": str(e),
+                                       "startedAt": _now(), "finishedAt": _now()}
+                rp.terminal_phase = "Failed"
+        if rp.process is not None and not rp.ready:
+            await self._probe(pod, rp)
+        await self._patch_status(pod, rp)
+
+    async def _probe(self, pod: dict, rp: RunningPod) -> None:
+        container = pod["spec"]["containers"][0]
+        probe = container.get("readinessProbe")
+        if not probe:
+            rp.ready = True
+            return
+        loop = asyncio.get_running_loop()
+        period = min(float(probe.get("periodSeconds", 10)), 2.0)
+        if loop.time() - rp.last_probe < period:
+            return
+        rp.last_probe = loop.time()
+        try:
+            if "httpGet" in probe:
+                get = probe["httpGet"]
+                url = f"http://{rp.address}:{_port(container, get['port'])}{get.get('path', '/')}"
+                rp.ready = (await self._http.get(url)).status_code < 400
+            elif "tcpSocket" in probe:
+                port = _port(container, probe["tcpSocket"]["port"])
+                _, writer = await asyncio.wait_for(asyncio.open_connection(rp.address, port), 1)
+                writer.close()
+                rp.ready = True
+            else:
+                rp.ready = True  # exec probes are not run
+        except (httpx.HTTPError, OSError, asyncio.TimeoutError):
+            rp.ready = False
+
+    def _status(self, pod: dict, rp: RunningPod) -> dict:
+        container = pod["spec"]["containers"][0]
+        running = rp.process is not None
+        ready = running and rp.ready
+        if running:
+            state = {"running": {"startedAt": rp.started_at}}
+        elif rp.last_termination and rp.terminal_phase:
+            state = {"terminated": rp.last_termination}
+        else:
+            state = {"waiting": {"reason": "CrashLoopBackOff" if rp.restarts else "ContainerCreating"}}
+        cstatus = {
+            "name": container["name"], "image": container.get("image", ""), "imageID": "",
+            "ready": ready, "started": running, "restartCount": rp.restarts, "state": state,
+        }
+        if rp.last_termination and not rp.terminal_phase:
+            cstatus["lastState"] = {"terminated": rp.last_termination}
+        flag = "True" if ready else "False"
+        return {
+            "phase": rp.terminal_phase or "Running",
+            "hostIP": str(self.network.gateway),
+            "hostIPs": [{"ip": str(self.network.gateway)}],
+            "podIP": rp.address,
+            "podIPs": [{"ip": rp.address}],
+            "startTime": pod.get("status", {}).get("startTime") or rp.started_at or _now(),
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Initialized", "status": "True"},
+                {"type": "ContainersReady", "status": flag},
+                {"type": "Ready", "status": flag},
+            ],
+            "containerStatuses": [cstatus],
+        }
+
+    async def _patch_status(self, pod: dict, rp: RunningPod) -> None:
+        new = self._status(pod, rp)
+        old = pod.get("status", {})
+
+        def strip(status: dict) -> dict:
+            return {
+                **{k: v for k, v in status.items() if k not in ("conditions", "startTime")},
+                "conditions": {c["type"]: c["status"] for c in status.get("conditions", [])},
+            }
+
+        if strip(old) == strip(new):
+            return
+        now = _now()
+        previous = {c["type"]: c for c in old.get("conditions", [])}
+        for c in new["conditions"]:
+            prev = previous.get(c["type"])
+            c["lastTransitionTime"] = prev["lastTransitionTime"] if prev and prev["status"] == c["status"] and prev.get("lastTransitionTime") else now
+            c["lastProbeTime"] = None
+        url = f"pods/{rp.name}/status"
+        try:
+            async with self.api.call_api(
+                "PATCH", url=url, namespace=rp.namespace,
+                content=json.dumps({"status": new}),
+                headers={"Content-Type": "application/merge-patch+json"},
+            ):
+                pass
+        except Exception as e:
+            log.debug("status patch for %s/%s failed: %s", rp.namespace, rp.name, e)
+
+    async def _terminate(self, pod: dict, rp: RunningPod | None) -> None:
+        meta = pod["metadata"]
+        if rp is not None:
+            if rp.stopping:
+                return
+            rp.stopping = True
+            grace = pod["metadata"].get("deletionGracePeriodSeconds")
+            grace = MAX_GRACE_SECONDS if grace is None else min(int(grace), MAX_GRACE_SECONDS)
+            asyncio.create_task(self._terminate_then_delete(meta, rp, grace))
+        else:
+            await self._delete_object(meta)
+
+    async def _terminate_then_delete(self, meta: dict, rp: RunningPod, grace: int) -> None:
+        await self._stop(rp, grace)
+        self.pods.pop(rp.uid, None)
+        await self._delete_object(meta)
+
+    async def _delete_object(self, meta: dict) -> None:
+        try:
+            async with self.api.call_api(
+                "DELETE", url=f"pods/{meta['name']}", namespace=meta["namespace"],
+                content=json.dumps(
+                    {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}}
+                ),
+                headers={"Content-Type": "application/json"},
+            ):
+                pass
+        except Exception as e:
+            log.debug("final delete of %s/%s: %s", meta["namespace"], meta["name"], e)
+
+    async def _stop(self, rp: RunningPod, grace: float = 0) -> None:
+        proc = rp.process
+        if proc is not None and proc.returncode is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), grace)
+            except asyncio.TimeoutError:
+                pass
+            _signal_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        rp.process = None
+        await asyncio.to_thread(netns.delete_pod_namespace, rp.netns)
+        log.info("stopped %s/%s", rp.namespace, rp.name)
+
+    async def shutdown(self) -> None:
+        await asyncio.gather(*(self._stop(rp, 2) for rp in list(self.pods.values())), return_exceptions=True)
+        self.pods.clear()
+        await self._http.aclose()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass

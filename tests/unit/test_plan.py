@@ -1,0 +1,258 @@
+"""plan_workers, WorkerPod.from_pod and select_retired, table-driven.
+
+Modelled on the HPA's convertDesiredReplicasWithRules tests: one row per case.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from dask_operator import constants as c
+from dask_operator.core.plan import ScalePlan, WorkerPod, plan_workers, select_retired, worker_index
+
+T0, T1, T2, T3 = (f"2024-01-01T00:00:0{i}Z" for i in range(4))
+
+
+def pod(index: int, phase="Running", ready=True, deleting=False, retiring=None, created=T0) -> WorkerPod:
+    return WorkerPod(f"dask-worker-{index}", phase, ready, deleting, retiring, created)
+
+
+def pending(index: int, created=T0) -> WorkerPod:
+    return pod(index, phase="Pending", ready=False, created=created)
+
+
+def names(*indices: int) -> tuple[str, ...]:
+    return tuple(f"dask-worker-{i}" for i in indices)
+
+
+# ---------------------------------------------------------------- plan_workers
+
+
+@pytest.mark.parametrize(
+    "desired, pods, expected",
+    [
+        pytest.param(0, [], ScalePlan(), id="nothing-to-do-empty"),
+        pytest.param(2, [pod(0), pod(1)], ScalePlan(), id="at-desired"),
+        pytest.param(3, [], ScalePlan(create=names(0, 1, 2)), id="scale-up-from-zero"),
+        pytest.param(3, [pod(0), pod(2)], ScalePlan(create=names(1)), id="fills-lowest-gap"),
+        pytest.param(4, [pod(1), pod(3)], ScalePlan(create=names(0, 2)), id="fills-several-gaps"),
+        pytest.param(
+            1, [pod(0, deleting=True)], ScalePlan(create=names(1)), id="deleting-pod-holds-its-name"
+        ),
+        pytest.param(
+            1,
+            [pod(0, retiring=T1)],
+            ScalePlan(create=names(1), delete=names(0)),
+            id="retiring-deleted-and-replaced",
+        ),
+        pytest.param(
+            1,
+            [pod(0, retiring=T1, deleting=True), pod(1)],
+            ScalePlan(),
+            id="retiring-already-deleting-left-alone",
+        ),
+        pytest.param(
+            1,
+            [pod(0, phase="Failed", ready=False)],
+            ScalePlan(create=names(1), delete=names(0)),
+            id="failed-pod-deleted-and-replaced",
+        ),
+        pytest.param(
+            1,
+            [pod(0, phase="Succeeded", ready=False), pod(1)],
+            ScalePlan(delete=names(0)),
+            id="succeeded-pod-deleted-not-counted",
+        ),
+        pytest.param(
+            20,
+            [pending(i) for i in range(7)],
+            ScalePlan(create=names(*range(7, 20))),
+            id="crash-mid-scale-up-creates-only-the-rest",
+        ),
+        pytest.param(1, [pod(0), pod(1), pod(2), pod(3)], ScalePlan(retire=3), id="scale-down-ready-retires"),
+        pytest.param(0, [pod(0)], ScalePlan(retire=1), id="scale-to-zero-retires"),
+        pytest.param(
+            1,
+            [pod(0), pod(1), pending(2), pod(3, ready=False)],
+            ScalePlan(delete=names(2, 3), retire=1),
+            id="unready-deleted-before-retiring",
+        ),
+        pytest.param(
+            2,
+            [pod(0), pod(1, ready=False, created=T3), pending(2, created=T1)],
+            ScalePlan(delete=names(2)),
+            id="not-running-before-running-unready",
+        ),
+        pytest.param(
+            2,
+            [pending(0, created=T1), pending(1, created=T2), pending(2, created=T1)],
+            ScalePlan(delete=names(1)),
+            id="newest-first",
+        ),
+        pytest.param(
+            1,
+            [pending(i) for i in (2, 10, 9)],
+            ScalePlan(delete=names(10, 9)),
+            id="same-age-highest-index-first",
+        ),
+        pytest.param(
+            0,
+            [pending(0), pending(1)],
+            ScalePlan(delete=names(1, 0)),
+            id="scale-to-zero-pending-deleted",
+        ),
+        pytest.param(
+            1,
+            [pod(0), pod(1, retiring=T1), pending(2)],
+            ScalePlan(delete=names(1, 2)),
+            id="retiring-plus-surplus",
+        ),
+        pytest.param(
+            2,
+            [pod(0), pod(1), pod(2, deleting=True), pending(3, created=T1)],
+            ScalePlan(delete=names(3)),
+            id="deleting-not-counted-on-scale-down",
+        ),
+    ],
+)
+def test_plan_workers(desired, pods, expected):
+    assert plan_workers("dask", desired, pods) == expected
+
+
+def random_pods(rng: random.Random) -> list[WorkerPod]:
+    indices = rng.sample(range(30), rng.randint(0, 12))
+    return [
+        pod(
+            i,
+            phase=rng.choice(["Pending", "Running", "Running", "Failed"]),
+            ready=rng.random() < 0.6,
+            deleting=rng.random() < 0.15,
+            retiring=T1 if rng.random() < 0.15 else None,
+            created=rng.choice([T0, T1, T2]),
+        )
+        for i in indices
+    ]
+
+
+@pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed-{s}") for s in range(40)])
+def test_plan_invariants(seed):
+    rng = random.Random(seed)
+    pods, desired = random_pods(rng), rng.randint(0, 10)
+    plan = plan_workers("dask", desired, pods)
+    live = [p for p in pods if p.live]
+    by_name = {p.name: p for p in pods}
+    doomed = {p.name for p in pods if not p.deleting and not p.live}
+    assert not set(plan.create) & set(by_name), "never reuse a name"
+    assert set(plan.delete) <= set(by_name) and not any(by_name[n].deleting for n in plan.delete)
+    assert doomed <= set(plan.delete)
+    dropped = [n for n in plan.delete if n not in doomed]
+    assert all(not by_name[n].serving for n in dropped), "serving workers only go through the scheduler"
+    assert len(dropped) + plan.retire <= max(0, len(live) - desired), "never more than the surplus"
+    assert len(live) + len(plan.create) - len(dropped) - plan.retire == desired
+
+
+# ---------------------------------------------------------------- WorkerPod.from_pod
+
+
+def k8s_pod(name="dask-worker-0", phase=None, conditions=None, **metadata) -> dict:
+    status = {}
+    if phase:
+        status["phase"] = phase
+    if conditions is not None:
+        status["conditions"] = conditions
+    return {"metadata": {"name": name, "creationTimestamp": T0, **metadata}, "status": status}
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        pytest.param(
+            k8s_pod(phase="Running", conditions=[{"type": "Ready", "status": "True"}]),
+            WorkerPod("dask-worker-0", "Running", True, False, None, T0),
+            id="running-ready",
+        ),
+        pytest.param(
+            k8s_pod(phase="Running", conditions=[{"type": "ContainersReady", "status": "True"}, {"type": "Ready", "status": "False"}]),
+            WorkerPod("dask-worker-0", "Running", False, False, None, T0),
+            id="running-unready",
+        ),
+        pytest.param(
+            {"metadata": {"name": "dask-worker-0"}},
+            WorkerPod("dask-worker-0", "Pending", False, False, None, ""),
+            id="no-status-yet",
+        ),
+        pytest.param(
+            k8s_pod(phase="Running", deletionTimestamp=T2),
+            WorkerPod("dask-worker-0", "Running", False, True, None, T0),
+            id="deleting",
+        ),
+        pytest.param(
+            k8s_pod(phase="Running", annotations={c.ANNOTATION_RETIRING: T1, "other": "x"}),
+            WorkerPod("dask-worker-0", "Running", False, False, T1, T0),
+            id="retiring",
+        ),
+    ],
+)
+def test_worker_pod_from_pod(raw, expected):
+    assert WorkerPod.from_pod(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "worker, live, serving",
+    [
+        pytest.param(pod(0), True, True, id="running-ready"),
+        pytest.param(pod(0, ready=False), True, False, id="running-unready"),
+        pytest.param(pending(0), True, False, id="pending"),
+        pytest.param(pod(0, deleting=True), False, True, id="deleting"),
+        pytest.param(pod(0, retiring=T1), False, True, id="retiring"),
+        pytest.param(pod(0, phase="Failed", ready=False), False, False, id="failed"),
+    ],
+)
+def test_worker_pod_predicates(worker, live, serving):
+    assert (worker.live, worker.serving) == (live, serving)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        pytest.param("dask-worker-12", 12, id="index"),
+        pytest.param("dask-worker-", None, id="no-index"),
+        pytest.param("dask-worker-x", None, id="not-a-number"),
+        pytest.param("other-worker-1", None, id="other-cluster"),
+        pytest.param("dask-worker-1-worker-2", None, id="nested"),
+    ],
+)
+def test_worker_index(name, expected):
+    assert worker_index("dask", name) == expected
+
+
+# ---------------------------------------------------------------- select_retired
+
+
+REPORT = {
+    "tcp://10.0.0.1:4000": {"name": "dask-worker-1", "type": "Worker"},
+    "tcp://10.0.0.2:4000": {"name": "dask-worker-2", "type": "Worker"},
+    "tcp://10.0.0.9:4000": {"name": "someone-else", "type": "Worker"},
+}
+
+
+@pytest.mark.parametrize(
+    "requested, report, pods, expected",
+    [
+        pytest.param(None, REPORT, [pod(1), pod(2), pod(3)], names(1, 2), id="all-reported-of-ours"),
+        pytest.param(None, {}, [pod(1)], (), id="nothing-retired"),
+        pytest.param(names(2), REPORT, [pod(1), pod(2)], names(2), id="only-requested"),
+        pytest.param(None, REPORT, [pod(3)], (), id="unknown-names-ignored"),
+        pytest.param(
+            None,
+            {"tcp://a:1": {"name": 5}, "tcp://b:1": "garbage", "tcp://c:1": {"host": "c"}},
+            [WorkerPod("5", "Running", True, False, None, T0)],
+            ("5",),
+            id="odd-values-tolerated",
+        ),
+    ],
+)
+def test_select_retired(requested, report, pods, expected):
+    assert select_retired(requested, report, pods) == expected
