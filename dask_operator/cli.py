@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # One line per HTTP request drowns what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "sandbox":
         return sandbox_main(args)
     parser.error(f"unknown command {args.command}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -29,6 +30,13 @@ def run_sandbox(
         hpa_sync_period=hpa_sync_period, scrape_interval=scrape_interval,
     )
     sandbox = Sandbox(config)
+
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # SIGTERM during start-up unwinds through `finally` like Ctrl-C does;
+    # `serve()` installs its own handlers on the event loop once running.
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         info = sandbox.start()
         print(f"sandbox ready: export KUBECONFIG={info.kubeconfig}", flush=True)

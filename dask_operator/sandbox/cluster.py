@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -152,7 +153,9 @@ class Sandbox:
         sched_kc = write_kubeconfig(self.dir / "scheduler.kubeconfig", server, pki.ca, pki.scheduler,
                                     "system:kube-scheduler")
         gates = ",".join(f"{k}={str(v).lower()}" for k, v in self.config.feature_gates.items())
-        client = httpx.Client(verify=str(pki.ca.cert), cert=(str(pki.admin.cert), str(pki.admin.key)), timeout=2)
+        tls = ssl.create_default_context(cafile=str(pki.ca.cert))
+        tls.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))
+        client = httpx.Client(verify=tls, timeout=2)
 
         self._spawn("etcd", [
             str(b.etcd), "--name", "sandbox", "--data-dir", str(self.dir / "etcd"),

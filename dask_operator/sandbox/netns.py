@@ -5,8 +5,9 @@ Layout for sandbox index `i` (0..63):
     runner pods  the lower /23 (addresses handed out by the pod runner);
     kwok pods    the upper /23 (kwok's own allocator; nothing listens there).
 
-Nothing is routed off the bridge: no NAT, no forwarding rules, no default route
-on the host side. Pods reach each other and the host's bridge address only.
+Nothing is routed off the bridge: no NAT, no forwarding rules, and each pod's
+default route points at an address nobody holds (`Network.void`). Pods reach each other and
+the host's bridge address only.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class Network:
     @property
     def gateway(self) -> ipaddress.IPv4Address:
         return self.cidr.network_address + 1
+
+    @property
+    def void(self) -> ipaddress.IPv4Address:
+        """A pod-CIDR address never assigned: the pods' dead-end default route."""
+        return self.runner_range.broadcast_address - 1
 
     @property
     def runner_range(self) -> ipaddress.IPv4Network:
@@ -133,7 +139,10 @@ def create_pod_namespace(net: Network, name: str, veth: str, address: str) -> No
     ip(*inside, "link", "set", peer, "name", "eth0")
     ip(*inside, "addr", "add", f"{address}/{net.cidr.prefixlen}", "dev", "eth0")
     ip(*inside, "link", "set", "eth0", "up")
-    # Only the pod CIDR is reachable: no default route leaves the sandbox.
+    # A default route via an address nobody holds: programs that find their
+    # own address by routing towards a public IP (Dask does, towards 8.8.8.8)
+    # get eth0's address, and anything sent that way dies unanswered at ARP.
+    ip(*inside, "route", "add", "default", "via", str(net.void), "dev", "eth0")
     (NETNS_ETC / name).mkdir(parents=True, exist_ok=True)
 
 

@@ -10,9 +10,10 @@ here instead, once kube-scheduler has bound them to a node:
   resolve through `/etc/netns/<netns>/hosts` to the ready endpoints of the
   Service (there is no kube-proxy, so ClusterIPs are not routable);
 * the first container's command/args run with the pod's env (`value` and
-  `fieldRef` sources, `$(VAR)` expansion), as `runAsUser` when set; the image
-  is ignored: commands come from the host, with this Python's bin dir first
-  on PATH;
+  `fieldRef` sources, `$(VAR)` expansion); the image is ignored: commands come
+  from the host, with this Python's bin dir first on PATH, and run as the
+  sandbox's own user (`runAsUser` is not applied: the host's Python, often
+  under root's home, is not readable by other users);
 * status follows the process: Running at start, Ready when the readiness
   probe (httpGet or tcpSocket, from the host to the pod IP) passes, restarts
   with back-off per `restartPolicy`, Succeeded/Failed otherwise;
@@ -116,14 +117,6 @@ def container_argv(pod: dict, env: dict[str, str]) -> list[str]:
     return [_expand(a, env) for a in argv]
 
 
-def _run_as(pod: dict) -> int | None:
-    container = pod["spec"]["containers"][0]
-    for ctx in (container.get("securityContext") or {}, pod["spec"].get("securityContext") or {}):
-        if ctx.get("runAsUser") is not None:
-            return int(ctx["runAsUser"])
-    return None
-
-
 def _port(container: dict, port) -> int:
     if isinstance(port, int):
         return port
@@ -192,18 +185,24 @@ class PodRunner:
             seen.add(uid)
             if not pod["spec"].get("nodeName"):
                 continue  # not scheduled yet
-            rp = self.pods.get(uid)
-            if pod["metadata"].get("deletionTimestamp"):
-                await self._terminate(pod, rp)
-                continue
-            if rp is None:
-                if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
-                    continue
-                rp = await self._admit(pod)
-            self._write_hosts(rp, hosts)
-            await self._tend(pod, rp)
+            try:
+                await self._sync_pod(pod, hosts)
+            except Exception:  # one bad pod must not stall the others
+                log.exception("pod %s/%s", pod["metadata"]["namespace"], pod["metadata"]["name"])
         for uid in [u for u in self.pods if u not in seen]:
             await self._stop(self.pods.pop(uid))
+
+    async def _sync_pod(self, pod: dict, hosts: dict) -> None:
+        rp = self.pods.get(pod["metadata"]["uid"])
+        if pod["metadata"].get("deletionTimestamp"):
+            await self._terminate(pod, rp)
+            return
+        if rp is None:
+            if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+                return
+            rp = await self._admit(pod)
+        self._write_hosts(rp, hosts)
+        await self._tend(pod, rp)
 
     async def _service_hosts(self) -> dict[str, dict[str, list[str]]]:
         """namespace -> {hostname: [ready endpoint IPs]} from EndpointSlices."""
@@ -242,7 +241,7 @@ class PodRunner:
     def _allocate_address(self) -> str:
         used = {rp.address for rp in self.pods.values()}
         for host in self.network.runner_range.hosts():
-            if host != self.network.gateway and str(host) not in used:
+            if host not in (self.network.gateway, self.network.void) and str(host) not in used:
                 return str(host)
         raise RuntimeError("runner pod addresses exhausted")
 
@@ -259,9 +258,6 @@ class PodRunner:
             workdir=self.state_dir / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}",
         )
         rp.workdir.mkdir(parents=True, exist_ok=True)
-        uid = _run_as(pod)
-        if uid is not None:
-            os.chown(rp.workdir, uid, uid)
         await asyncio.to_thread(
             netns.create_pod_namespace, self.network, rp.netns, self.network.veth_name(rp.veth_slot), rp.address
         )
@@ -281,9 +277,6 @@ class PodRunner:
             **env,
         }
         prefix = ["ip", "netns", "exec", rp.netns]
-        uid = _run_as(pod)
-        if uid is not None:
-            prefix += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
         logfile = (rp.workdir / "container.log").open("ab")
         rp.process = await asyncio.create_subprocess_exec(
             *prefix, *argv,

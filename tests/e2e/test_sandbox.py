@@ -3,6 +3,7 @@ the pod runner, Prometheus and prometheus-adapter all do their real jobs."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import time
@@ -113,7 +114,7 @@ def test_pod_runner_runs_real_dask(kube: Kube, sandbox, namespace: str) -> None:
         return pod["status"]["podIP"] if ready else None
 
     ip = wait_for(ready_scheduler_ip, 60, "the scheduler pod to be Ready")
-    assert ip in _network(sandbox).runner_range
+    assert ipaddress.ip_address(ip) in _network(sandbox).runner_range
     with Client(f"tcp://{ip}:8786", timeout=30) as client:
         client.wait_for_workers(2, timeout=60)
         names = {w["name"] for w in client.scheduler_info()["workers"].values()}
@@ -125,7 +126,6 @@ def test_pod_runner_runs_real_dask(kube: Kube, sandbox, namespace: str) -> None:
 
 
 def _network(sandbox) -> Network:
-    import ipaddress
     return Network(int(ipaddress.IPv4Network(sandbox.pod_cidr).network_address.packed[2]) // 4)
 
 
@@ -153,16 +153,18 @@ def test_hpa_object_metric_from_prometheus_changes_its_target(kube: Kube, sandbo
 
     def metric() -> dict | None:
         r = kube.kubectl("get", "--raw", path, check=False)
-        return json.loads(r.stdout) if r.returncode == 0 else None
+        return json.loads(r.stdout)["items"][0] if r.returncode == 0 else None
 
     served = wait_for(metric, 90, "desired_workers served by prometheus-adapter")
     assert served["metric"]["name"] == "desired_workers"
+    assert served["describedObject"]["name"] == name
     assert served["value"] == "0", "an idle scheduler wants no workers"
 
     kube.apply({
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": name},
         "spec": {"scaleTargetRef": {"apiVersion": "dask.charmtx.com/v1alpha1", "kind": "Cluster", "name": name},
                  "minReplicas": 1, "maxReplicas": 5,
+                 "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}},
                  "metrics": [{"type": "Object", "object": {
                      "metric": {"name": "desired_workers"},
                      "describedObject": {"apiVersion": "dask.charmtx.com/v1alpha1", "kind": "Cluster", "name": name},

@@ -1,0 +1,69 @@
+"""The Dask scheduler's HTTP API, as the operator uses it.
+
+Routes come from `distributed.http.scheduler.api`, which the operator enables
+through `DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES`:
+`GET /api/v1/get_workers`, `POST /api/v1/retire_workers`,
+`GET /api/v1/adaptive_target`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import httpx
+
+from .errors import SchedulerUnreachable
+
+log = logging.getLogger(__name__)
+
+# Retiring moves every key held by the retiring workers to the remaining ones;
+# give large clusters the time that takes.
+RETIRE_TIMEOUT_SECONDS = 300.0
+QUERY_TIMEOUT_SECONDS = 3.0
+
+
+class SchedulerClient:
+    """Thin async client; every failure surfaces as `SchedulerUnreachable`."""
+
+    def __init__(self, http: httpx.AsyncClient | None = None) -> None:
+        self._http = http or httpx.AsyncClient()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, url: str, timeout: float, **kwargs) -> object:
+        try:
+            response = await self._http.request(method, url, timeout=timeout, **kwargs)
+        except httpx.HTTPError as e:
+            raise SchedulerUnreachable(f"{method} {url}: {type(e).__name__}: {e}") from e
+        if response.status_code != 200:
+            raise SchedulerUnreachable(f"{method} {url}: HTTP {response.status_code}: {response.text[:200]}")
+        try:
+            return response.json()
+        except ValueError as e:
+            raise SchedulerUnreachable(f"{method} {url}: not JSON: {response.text[:200]}") from e
+
+    async def workers(self, base_url: str) -> dict[str, str]:
+        """Registered workers as {name: address}."""
+        body = await self._call("GET", f"{base_url}/api/v1/get_workers", QUERY_TIMEOUT_SECONDS)
+        return {str(w["name"]): w["address"] for w in body.get("workers", [])}
+
+    async def retire(self, base_url: str, n: int) -> Mapping[str, Mapping]:
+        """Ask the scheduler to retire `n` workers of its choosing.
+
+        The scheduler picks the workers cheapest to retire (least data, via
+        `workers_to_close`) and moves their keys to the remaining workers before
+        it answers. Returns its report, {address: worker info incl. name}, for
+        every worker it actually retired.
+        """
+        body = await self._call(
+            "POST", f"{base_url}/api/v1/retire_workers", RETIRE_TIMEOUT_SECONDS, json={"n": n},
+        )
+        if not isinstance(body, Mapping):
+            raise SchedulerUnreachable(f"unexpected retire_workers answer: {body!r}")
+        return body
+
+    async def adaptive_target(self, base_url: str) -> int:
+        body = await self._call("GET", f"{base_url}/api/v1/adaptive_target", QUERY_TIMEOUT_SECONDS)
+        return int(body["workers"])
