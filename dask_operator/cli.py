@@ -24,6 +24,70 @@ def _sandbox_parser(sub) -> None:
                    help="also install deploy/, run the operator and apply example/")
 
 
+def _run_parser(sub) -> None:
+    p = sub.add_parser("run", help="run the operator")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch Clusters in every namespace")
+    scope.add_argument("-n", "--namespace", action="append", default=[],
+                       help="watch this namespace (repeatable; default: the current one, as kubectl)")
+    p.add_argument("--liveness", help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--metrics-port", type=int, default=8000, help="/metrics port (default 8000; -1: off)")
+    p.add_argument("--metrics-address", default="0.0.0.0", help="/metrics bind address (default 0.0.0.0)")
+    p.add_argument("--scheduler-access", choices=["auto", "service", "pod-ip"], default="auto",
+                   help="how to reach scheduler APIs: Service DNS (in-cluster) or the ready pod's IP "
+                        "(outside the cluster); auto picks by where the operator runs")
+
+
+def _render_parser(sub) -> None:
+    p = sub.add_parser("render", help="print the objects the operator would create for a Cluster file")
+    p.add_argument("file", type=Path, help="a Cluster manifest (YAML), '-' for stdin")
+
+
+def run_main(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .operator import run, scheduler_access
+
+    namespaces = args.namespace
+    if not args.all_namespaces and not namespaces:
+        import kr8s
+
+        namespaces = [kr8s.api().namespace or "default"]
+    asyncio.run(run(
+        namespaces=namespaces,
+        clusterwide=args.all_namespaces,
+        liveness=args.liveness,
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        metrics_address=args.metrics_address,
+        access=scheduler_access(args.scheduler_access),
+    ))
+    return 0
+
+
+def render_main(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .core import ClusterSpec, scheduler_deployment, scheduler_service, worker_pod, worker_pod_name
+    from .errors import InvalidSpec
+
+    text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text()
+    docs = [d for d in yaml.safe_load_all(text) if d and d.get("kind") == "Cluster"]
+    if not docs:
+        print(f"error: no Cluster in {args.file}", file=sys.stderr)
+        return 2
+    out = []
+    for doc in docs:
+        try:
+            spec = ClusterSpec.from_resource(doc)
+        except InvalidSpec as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        out += [scheduler_service(spec), scheduler_deployment(spec)]
+        out += [worker_pod(spec, worker_pod_name(spec.name, i)) for i in range(spec.replicas)]
+    sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False))
+    return 0
+
+
 def _defaults(given: list[Path] | None, default: Path) -> list[Path]:
     if given is not None:
         return given
@@ -53,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dask-operator", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    _render_parser(sub)
     _sandbox_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -62,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # One line per HTTP request drowns what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    if args.command == "sandbox":
-        return sandbox_main(args)
+    commands = {"run": run_main, "render": render_main, "sandbox": sandbox_main}
+    if args.command in commands:
+        return commands[args.command](args)
     parser.error(f"unknown command {args.command}")
     return 2

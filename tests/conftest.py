@@ -9,21 +9,23 @@ so in their skip reason.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import Kube, wait_for  # noqa: E402
+from helpers import (  # noqa: E402
+    ROOT,
+    Kube,
+    OperatorProcess,
+    SandboxProcess,
+    service_account_kubeconfig,
+    start_sandbox,
+)
 
 from dask_operator.sandbox import SandboxInfo  # noqa: E402
 from dask_operator.sandbox.procs import alive  # noqa: E402
@@ -32,41 +34,6 @@ from dask_operator.sandbox.procs import alive  # noqa: E402
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--kubeconfig", default=os.environ.get("KUBECONFIG"),
                      help="run e2e tests against this cluster instead of a sandbox")
-    parser.addoption("--keep-sandbox", action="store_true", help="leave the sandbox state dir behind")
-
-
-@dataclass
-class SandboxProcess:
-    info: SandboxInfo
-    process: subprocess.Popen
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(60)
-
-
-def start_sandbox(state_dir: Path, *extra: str, timeout: float = 1800) -> SandboxProcess:
-    """Start `dask-operator sandbox up` and wait for its sandbox.json."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    log = (state_dir / "supervisor.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dask_operator", "sandbox", "up", "--state-dir", str(state_dir),
-         "--crd", str(ROOT / "deploy" / "crd.yaml"),
-         "--adapter-rules", str(ROOT / "adapter-rules" / "scheduler.yaml"), *extra],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
-    ready = state_dir / "sandbox.json"
-    deadline = time.monotonic() + timeout
-    while not ready.exists():
-        if proc.poll() is not None:
-            tail = (state_dir / "supervisor.log").read_text(errors="replace")[-4000:]
-            raise RuntimeError(f"sandbox exited with {proc.returncode}:\n{tail}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise TimeoutError("sandbox did not become ready")
-        time.sleep(0.2)
-    return SandboxProcess(SandboxInfo.load(state_dir), proc)
 
 
 @pytest.fixture(scope="session")
@@ -105,4 +72,24 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> str:
     kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-__all__ = ["wait_for", "json"]
+@pytest.fixture(scope="session")
+def deployed(kube: Kube, sandbox: SandboxInfo, tmp_path_factory) -> Path:
+    """`kubectl apply -k deploy/` as the seed says; returns the operator's kubeconfig.
+
+    In the sandbox the operator runs on the host (the apiserver listens on
+    127.0.0.1 only, which pods cannot reach), so deploy/'s Deployment is
+    scaled to 0 and the host process uses deploy/'s ServiceAccount token.
+    """
+    kube.kubectl("apply", "-k", str(ROOT / "deploy"), "-n", "default")
+    kube.kubectl("scale", "deployment/dask-operator", "--replicas=0", "-n", "default")
+    return service_account_kubeconfig(kube, tmp_path_factory.mktemp("operator") / "operator.kubeconfig")
+
+
+@pytest.fixture(scope="session")
+def operator(deployed: Path, tmp_path_factory) -> OperatorProcess:
+    from dask_operator.sandbox.cluster import free_ports
+
+    op = OperatorProcess(deployed, deployed.parent / "operator.log", free_ports(1)[0])
+    op.start()
+    yield op
+    op.stop()

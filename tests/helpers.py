@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+
+from dask_operator.sandbox import SandboxInfo
+from dask_operator.sandbox.cluster import write_token_kubeconfig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -55,5 +63,88 @@ class Kube:
 
     @property
     def env(self) -> dict[str, str]:
-        import os
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+
+@dataclass
+class SandboxProcess:
+    info: SandboxInfo
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(60)
+
+
+def start_sandbox(state_dir: Path, *extra: str, timeout: float = 1800) -> SandboxProcess:
+    """Start `dask-operator sandbox up` and wait for its sandbox.json."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = (state_dir / "supervisor.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dask_operator", "sandbox", "up", "--state-dir", str(state_dir),
+         "--crd", str(ROOT / "deploy" / "crd.yaml"),
+         "--adapter-rules", str(ROOT / "adapter-rules" / "scheduler.yaml"), *extra],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    ready = state_dir / "sandbox.json"
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if proc.poll() is not None:
+            tail = (state_dir / "supervisor.log").read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"sandbox exited with {proc.returncode}:\n{tail}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise TimeoutError("sandbox did not become ready")
+        time.sleep(0.2)
+    return SandboxProcess(SandboxInfo.load(state_dir), proc)
+
+
+# ------------------------------------------------------------------ operator
+class OperatorProcess:
+    """The operator on the host, authenticated as deploy/'s ServiceAccount."""
+
+    def __init__(self, kubeconfig: Path, log: Path, metrics_port: int, env: dict[str, str] | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.log = log
+        self.metrics_port = metrics_port
+        self.env = env or {}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        out = self.log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dask_operator", "run", "--all-namespaces",
+             "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"],
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env},
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
+        )
+        out.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as a crash."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def restart(self, env: dict[str, str] | None = None) -> None:
+        self.stop()
+        if env is not None:
+            self.env = env
+        self.start()
+
+
+def service_account_kubeconfig(kube: Kube, path: Path, namespace: str = "default",
+                               account: str = "dask-operator") -> Path:
+    """A kubeconfig holding a TokenRequest token for the ServiceAccount."""
+    token = kube.kubectl("create", "token", account, "-n", namespace, "--duration=24h").stdout.strip()
+    return write_token_kubeconfig(kube.kubeconfig, token, account, path)

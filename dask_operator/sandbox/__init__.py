@@ -42,7 +42,9 @@ def run_sandbox(
         print(f"sandbox ready: export KUBECONFIG={info.kubeconfig}", flush=True)
         print(f"prometheus: {info.prometheus}  state: {info.state_dir}", flush=True)
         if example:
-            raise SystemExit("--example needs the operator (issue 3)")
+            sandbox.run_example(Path.cwd())
+            print("example: kubectl get daskclusters,pods -A; "
+                  "kubectl scale clusters.dask.charmtx.com/example-dask --replicas=3", flush=True)
         asyncio.run(sandbox.serve())
     except KeyboardInterrupt:
         pass

@@ -62,8 +62,12 @@ def cache_root() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "dask-operator"
 
 
+RECIPE = "r2"  # bump when the way binaries are built changes
+
+
 def versions_key() -> str:
     return (
+        f"{RECIPE}_"
         f"k8s-{KUBERNETES_VERSION}_kwok-{KWOK_VERSION}_adapter-{ADAPTER_VERSION}"
         f"_prometheus-{PROMETHEUS_VERSION}"
     )
@@ -91,6 +95,7 @@ class GoTool:
     # for just the packages those tags select, since `go mod tidy` considers
     # every tag and would fetch modules the proxy does not serve.
     tags: tuple[str, ...] = ()
+    ldflags: str = ""
 
     def go_mod(self) -> str:
         lines = [f"module daskoperator.sandbox/{self.key}", "", "go 1.26", "",
@@ -108,6 +113,15 @@ TOOLS = (
         "kubernetes", "k8s.io/kubernetes", KUBERNETES_VERSION,
         tuple((f"k8s.io/kubernetes/cmd/{b}", b) for b in KUBE_BINARIES),
         tuple((f"k8s.io/{m}", STAGING_VERSION) for m in STAGING_MODULES),
+        # What the release build stamps in, so /version and kubectl see 1.36.
+        ldflags=" ".join(
+            f"-X k8s.io/{pkg}.{var}={value}"
+            for pkg in ("component-base/version", "client-go/pkg/version")
+            for var, value in (
+                ("gitVersion", KUBERNETES_VERSION), ("gitMajor", "1"),
+                ("gitMinor", KUBERNETES_VERSION.split(".")[1]), ("gitTreeState", "clean"),
+            )
+        ),
     ),
     GoTool("kwok", "sigs.k8s.io/kwok", KWOK_VERSION, (("sigs.k8s.io/kwok/cmd/kwok", "kwok"),)),
     GoTool(
@@ -190,6 +204,8 @@ def ensure_binaries() -> Binaries:
             (work / "tools.go").write_text(tool.tools_go())
             _run([go, "mod", "tidy"], work, f"{tool.module} {tool.version} module graph", log)
             flags = []
+        if tool.ldflags:
+            flags += ["-ldflags", tool.ldflags]
         for pkg, name in missing:
             partial = out / f".{name}.partial"
             _run([go, "build", *flags, "-o", str(partial), pkg], work, name, log)

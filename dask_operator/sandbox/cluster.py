@@ -20,6 +20,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -104,6 +105,17 @@ def write_kubeconfig(path: Path, server: str, ca: KeyPair, client: KeyPair, user
         "contexts": [{"name": "sandbox", "context": {"cluster": "sandbox", "user": user}}],
         "current-context": "sandbox",
     }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def write_token_kubeconfig(base: Path, token: str, user: str, path: Path) -> Path:
+    """A copy of kubeconfig `base` that authenticates with a bearer token."""
+    config = yaml.safe_load(base.read_text())
+    config["users"] = [{"name": user, "user": {"token": token}}]
+    for ctx in config["contexts"]:
+        ctx["context"]["user"] = user
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     return path
@@ -197,7 +209,7 @@ class Sandbox:
         # CRDs before the controller-manager: its RESTMapper would otherwise
         # see them only after its ~30 s reset (the HPA needs their /scale).
         if self.config.crds:
-            self.kubectl(*sum((["-f", str(c)] for c in self.config.crds), ["apply", "--server-side"]))
+            self.kubectl(*sum((["-f", str(c)] for c in self.config.crds), ["apply"]))
         self.kubectl_apply(self._bootstrap_objects(adapter_port))
 
         flex = self.dir / "flexvolume"
@@ -382,6 +394,27 @@ class Sandbox:
 
     def kubectl_apply(self, objects: list[dict]) -> None:
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+
+    def run_example(self, root: Path) -> None:
+        """`kubectl apply -k deploy/`, the operator as deploy/'s ServiceAccount, `kubectl apply -k example/`.
+
+        The operator runs on the host: the apiserver listens on 127.0.0.1,
+        which pods cannot reach, so deploy/'s Deployment is scaled to 0.
+        """
+        self.kubectl("apply", "-k", str(root / "deploy"), "-n", "default")
+        self.kubectl("scale", "deployment/dask-operator", "--replicas=0", "-n", "default")
+        token = self.kubectl("create", "token", "dask-operator", "-n", "default", "--duration=24h").strip()
+        kubeconfig = write_token_kubeconfig(
+            self.dir / "admin.kubeconfig", token, "dask-operator", self.dir / "operator.kubeconfig")
+        self.procs["dask-operator"] = procs.spawn(
+            "dask-operator",
+            [sys.executable, "-m", "dask_operator", "run", "--all-namespaces", "--metrics-address", "127.0.0.1"],
+            self.logs, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        )
+        self.kubectl("apply", "-k", str(root / "example"))
+        if self.info:
+            self.info.pids["dask-operator"] = self.procs["dask-operator"].pid
+            self.write_info()
 
     # ---------------------------------------------------------------- stop
     def stop(self) -> None:

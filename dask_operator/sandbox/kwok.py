@@ -33,7 +33,10 @@ def render() -> str:
     docs: list[dict] = [{
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "kind": "KwokConfiguration",
-        "options": {"podPlayStageParallelism": 16, "nodePlayStageParallelism": 4},
+        # Leases keep nodes alive: the heartbeat stage refreshes status only
+        # every ~10 minutes, past the node lifecycle controller's grace period.
+        "options": {"podPlayStageParallelism": 16, "nodePlayStageParallelism": 4,
+                    "nodeLeaseDurationSeconds": 40},
     }]
     for stage in _stages():
         if stage["spec"]["resourceRef"]["kind"] != "Pod":

@@ -179,7 +179,7 @@ def test_hpa_object_metric_from_prometheus_changes_its_target(kube: Kube, sandbo
 def test_two_sandboxes_coexist_and_teardown_leaves_no_process(sandbox, tmp_path: Path) -> None:
     """A second sandbox starts beside the session's (free ports, own bridge) and,
     once stopped, leaves no process, namespace or bridge behind."""
-    from conftest import start_sandbox
+    from helpers import start_sandbox
 
     t0 = time.monotonic()
     second = start_sandbox(tmp_path / "second", timeout=300)

@@ -1,0 +1,123 @@
+"""kopf handlers: thin glue from Kubernetes events to `reconcile.Reconciler`.
+
+* Cluster created, resumed or its spec changed (`kubectl scale` included):
+  full reconcile, children applied; a blocked scale-down raises
+  `kopf.TemporaryError` so kopf retries with back-off.
+* A Cluster's worker or scheduler pod changed: a coalesced reconcile of that
+  Cluster (status refresh, replacing lost pods), children not re-applied.
+* A timer re-reconciles every Cluster as a safety net.
+
+Errors from the domain are translated here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from . import constants as c
+from .errors import DaskOperatorError, InvalidSpec, RetireIncomplete, SchedulerUnreachable
+from .reconcile import Outcome, Reconciler
+
+RESYNC_SECONDS = 30.0
+MAX_RETRY_DELAY = 30.0
+
+
+class Runtime:
+    """What the handlers share; set by `operator.run` before kopf starts."""
+
+    reconciler: Reconciler | None = None
+    pending: dict[tuple[str, str], asyncio.Task] = {}
+    dirty: set[tuple[str, str]] = set()
+
+
+def _reconciler() -> Reconciler:
+    assert Runtime.reconciler is not None, "operator.run() sets the reconciler"
+    return Runtime.reconciler
+
+
+def _retry_delay(retry: int) -> float:
+    return min(MAX_RETRY_DELAY, 1.0 * 2 ** retry)
+
+
+def _report(outcome: Outcome, logger: logging.Logger, retry: int) -> None:
+    """Blocked scale-down: a Warning Event (kopf posts logger warnings) and a retry."""
+    blocked = outcome.blocked
+    if blocked is None:
+        return
+    if isinstance(blocked, (SchedulerUnreachable, RetireIncomplete)):
+        logger.warning(f"ScaleDownBlocked: {blocked}; keeping the pods and retrying")
+        raise kopf.TemporaryError(f"scale-down blocked: {blocked}", delay=_retry_delay(retry))
+    raise kopf.PermanentError(str(blocked))
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Progress and diff-base in annotations: the status schema is strict and
+    # belongs to the Cluster's own fields.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=c.GROUP, key="last-handled-configuration",
+    )
+    settings.posting.level = logging.INFO
+    settings.batching.batch_window = 0.05
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+
+
+@kopf.on.create(c.GROUP, c.VERSION, c.PLURAL)
+@kopf.on.resume(c.GROUP, c.VERSION, c.PLURAL)
+@kopf.on.update(c.GROUP, c.VERSION, c.PLURAL, field="spec")
+async def cluster_reconcile(body: kopf.Body, logger: logging.Logger, retry: int, **_: Any) -> None:
+    try:
+        outcome = await _reconciler().reconcile(dict(body), apply_children=True)
+    except InvalidSpec as e:
+        raise kopf.PermanentError(f"invalid spec: {e}") from e
+    if summary := outcome.summary():
+        logger.info(summary)
+    _report(outcome, logger, retry)
+
+
+@kopf.timer(c.GROUP, c.VERSION, c.PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+async def cluster_resync(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+    try:
+        outcome = await _reconciler().reconcile(dict(body), apply_children=False)
+    except DaskOperatorError as e:
+        logger.warning(f"resync failed: {e}")
+        return
+    if outcome.blocked:
+        logger.warning(f"ScaleDownBlocked: {outcome.blocked}")
+
+
+@kopf.on.delete(c.GROUP, c.VERSION, c.PLURAL, optional=True)
+def cluster_delete(name: str, namespace: str, **_: Any) -> None:
+    # Children carry owner references: the garbage collector removes them.
+    _reconciler().forget(namespace, name)
+
+
+@kopf.on.event("", "v1", "pods", labels={c.LABEL_CLUSTER: kopf.PRESENT, c.LABEL_ROLE: kopf.PRESENT})
+async def child_pod_event(labels: kopf.Labels, namespace: str, **_: Any) -> None:
+    key = (namespace, labels[c.LABEL_CLUSTER])
+    Runtime.dirty.add(key)
+    task = Runtime.pending.get(key)
+    if task is None or task.done():
+        Runtime.pending[key] = asyncio.create_task(_drain(key))
+
+
+async def _drain(key: tuple[str, str]) -> None:
+    """Reconcile a Cluster until no pod event arrived meanwhile (coalescing bursts)."""
+    namespace, name = key
+    reconciler = _reconciler()
+    while key in Runtime.dirty:
+        Runtime.dirty.discard(key)
+        body = await reconciler.kube.get(c.API_VERSION, c.PLURAL, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        try:
+            await reconciler.reconcile(body, apply_children=False)
+        except Exception as e:  # the timer and the next event retry
+            logging.getLogger(__name__).warning("reconcile of %s/%s after a pod event failed: %s",
+                                                namespace, name, e)

@@ -1,0 +1,213 @@
+"""Level-based reconcile of one Cluster: desired (spec) against observed (API).
+
+The steps, each idempotent:
+1. apply the scheduler Service and Deployment (server-side apply) when asked;
+2. list the worker pods; `core.plan_workers` says what to create, delete and
+   how many workers the scheduler should retire;
+3. create missing pods (deterministic names, bounded concurrency: a re-run
+   after a crash re-creates the same names and never exceeds desired);
+4. delete pods that hold no data (not Running and Ready) or that the
+   scheduler already reported retired;
+5. ask the scheduler to retire the rest of the surplus; annotate and delete
+   only the pods whose workers it reports retired;
+6. compute the whole status and patch it only when it changed.
+
+Blocking conditions come back in `Outcome.blocked`; the kopf layer turns them
+into a condition, an Event and a retry. No kopf here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import enum
+import logging
+import os
+import time
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+
+from . import constants as c
+from . import metrics
+from .core import (
+    ClusterSpec,
+    ScalePlan,
+    WorkerPod,
+    compute_status,
+    plan_workers,
+    scheduler_address,
+    scheduler_deployment,
+    scheduler_http_url,
+    scheduler_selector,
+    scheduler_service,
+    select_retired,
+    status_changed,
+    worker_pod,
+    worker_selector,
+)
+from .errors import DaskOperatorError, RetireIncomplete, SchedulerUnreachable
+from .kube import Kube
+from .scheduler import SchedulerClient
+
+log = logging.getLogger(__name__)
+
+# Concurrent API calls when creating or deleting many pods at once.
+API_CONCURRENCY = int(os.environ.get("DASK_OPERATOR_API_CONCURRENCY", "32"))
+
+
+class SchedulerAccess(enum.Enum):
+    """How the operator reaches a scheduler's HTTP API."""
+
+    SERVICE = "service"  # <cluster>-scheduler.<ns>.svc: in-cluster DNS
+    POD_IP = "pod-ip"  # the ready scheduler pod's IP: the operator runs outside the cluster
+
+
+@dataclass(frozen=True)
+class Outcome:
+    desired: int
+    status: dict
+    plan: ScalePlan
+    blocked: DaskOperatorError | None
+    retired: tuple[str, ...] = ()
+
+    def summary(self) -> str | None:
+        """One line for the Event of a real action, None when nothing changed."""
+        parts = []
+        if self.plan.create:
+            parts.append(f"created {len(self.plan.create)} worker pods")
+        if self.plan.delete:
+            parts.append(f"deleted {len(self.plan.delete)} worker pods holding no data or already retired")
+        if self.retired:
+            parts.append(f"retired {len(self.retired)} workers through the scheduler and deleted their pods")
+        if not parts:
+            return None
+        return "; ".join(parts) + f" (desired {self.desired})"
+
+
+def utcnow() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def bounded(calls: Iterable[Awaitable], limit: int = API_CONCURRENCY) -> list:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(call: Awaitable):
+        async with semaphore:
+            return await call
+
+    return await asyncio.gather(*(one(call) for call in calls))
+
+
+def _ready(pod: dict) -> bool:
+    return any(
+        cond.get("type") == "Ready" and cond.get("status") == "True"
+        for cond in (pod.get("status") or {}).get("conditions") or ()
+    ) and not pod["metadata"].get("deletionTimestamp")
+
+
+class Reconciler:
+    """Reconciles Clusters; one lock per Cluster serialises its scaling."""
+
+    def __init__(self, kube: Kube, scheduler: SchedulerClient, access: SchedulerAccess) -> None:
+        self.kube = kube
+        self.scheduler = scheduler
+        self.access = access
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        return self._locks.setdefault((namespace, name), asyncio.Lock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._locks.pop((namespace, name), None)
+        metrics.forget_cluster(namespace, name)
+
+    async def scheduler_url(self, spec: ClusterSpec, scheduler_pods: list[dict] | None = None) -> str:
+        if self.access is SchedulerAccess.SERVICE:
+            return scheduler_http_url(spec)
+        if scheduler_pods is None:
+            scheduler_pods = await self.kube.list("v1", "pods", spec.namespace, scheduler_selector(spec.name))
+        ready = [p for p in scheduler_pods if _ready(p) and p["status"].get("podIP")]
+        if not ready:
+            raise SchedulerUnreachable("no Ready scheduler pod")
+        return scheduler_http_url(spec, host=ready[0]["status"]["podIP"])
+
+    async def reconcile(self, body: dict, *, apply_children: bool) -> Outcome:
+        spec = ClusterSpec.from_resource(body)
+        start = time.perf_counter()
+        async with self.lock(spec.namespace, spec.name):
+            try:
+                return await self._reconcile(spec, body.get("status") or {}, apply_children)
+            finally:
+                metrics.RECONCILE_SECONDS.observe(time.perf_counter() - start)
+
+    async def _reconcile(self, spec: ClusterSpec, previous: dict, apply_children: bool) -> Outcome:
+        ns = spec.namespace
+        if apply_children:
+            await self.kube.apply("v1", "services", ns, scheduler_service(spec))
+            await self.kube.apply("apps/v1", "deployments", ns, scheduler_deployment(spec))
+
+        pods = await self.kube.list("v1", "pods", ns, worker_selector(spec.name))
+        observed = [WorkerPod.from_pod(p) for p in pods]
+        plan = plan_workers(spec.name, spec.replicas, observed)
+        blocked: DaskOperatorError | None = None
+        retired: tuple[str, ...] = ()
+
+        if plan.create:
+            created = await bounded(self.kube.create("v1", "pods", ns, worker_pod(spec, n)) for n in plan.create)
+            metrics.SCALE_OPERATIONS.labels("up").inc(sum(created))
+            log.info("%s/%s: created %d worker pods to reach %d", ns, spec.name, sum(created), spec.replicas)
+        if plan.delete:
+            uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
+            await bounded(self.kube.delete("v1", "pods", ns, n, uids.get(n)) for n in plan.delete)
+            metrics.SCALE_OPERATIONS.labels("down").inc(len(plan.delete))
+            log.info("%s/%s: deleted %d worker pods holding no data or already retired: %s",
+                     ns, spec.name, len(plan.delete), ", ".join(plan.delete))
+
+        scheduler_pods = await self.kube.list("v1", "pods", ns, scheduler_selector(spec.name))
+        if plan.retire:
+            try:
+                retired = await self._retire(spec, plan.retire, observed, pods, scheduler_pods)
+            except RetireIncomplete as e:
+                retired, blocked = tuple(e.retired), e
+            except DaskOperatorError as e:
+                blocked = e
+
+        if not plan.empty:
+            pods = await self.kube.list("v1", "pods", ns, worker_selector(spec.name))
+            observed = [WorkerPod.from_pod(p) for p in pods]
+        status = compute_status(
+            spec, observed,
+            scheduler_address=scheduler_address(spec),
+            scheduler_ready=any(_ready(p) for p in scheduler_pods),
+            blocked_reason=blocked.reason if blocked else None,
+            blocked_message=str(blocked) if blocked else None,
+            previous=previous,
+            now=utcnow(),
+        )
+        if status_changed(previous, status):
+            await self.kube.patch(c.API_VERSION, c.PLURAL, ns, spec.name, {"status": status}, "status")
+        metrics.record_status(ns, spec.name, status)
+        return Outcome(desired=spec.replicas, status=status, plan=plan, blocked=blocked, retired=retired)
+
+    async def _retire(self, spec: ClusterSpec, n: int, observed: list[WorkerPod], pods: list[dict],
+                      scheduler_pods: list[dict]) -> tuple[str, ...]:
+        """Retire `n` workers through the scheduler; delete only what it retired."""
+        url = await self.scheduler_url(spec, scheduler_pods)
+        report = await self.scheduler.retire(url, n)
+        retired = select_retired(None, report, observed)
+        since = utcnow()
+        uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
+        # Record the scheduler's word first: after a crash these pods are
+        # deleted without asking again.
+        await bounded(
+            self.kube.patch("v1", "pods", spec.namespace, name,
+                            {"metadata": {"annotations": {c.ANNOTATION_RETIRING: since}}})
+            for name in retired
+        )
+        await bounded(self.kube.delete("v1", "pods", spec.namespace, name, uids.get(name)) for name in retired)
+        metrics.SCALE_OPERATIONS.labels("down").inc(len(retired))
+        log.info("%s/%s: scheduler retired %d of %d requested workers; deleted their pods: %s",
+                 spec.namespace, spec.name, len(retired), n, ", ".join(retired) or "-")
+        if len(retired) < n:
+            raise RetireIncomplete(n, list(retired))
+        return retired
