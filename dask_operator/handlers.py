@@ -43,13 +43,22 @@ def _retry_delay(retry: int) -> float:
     return min(MAX_RETRY_DELAY, 1.0 * 2 ** retry)
 
 
-def _report(outcome: Outcome, logger: logging.Logger, retry: int) -> None:
-    """Blocked scale-down: a Warning Event (kopf posts logger warnings) and a retry."""
+def _report(body: kopf.Body, outcome: Outcome, logger: logging.Logger, retry: int) -> None:
+    """One Event per real action; a blocked scale-down is a Warning and a retry.
+
+    Events are posted explicitly, with a reason of their own, rather than from
+    every log line: pod events fire hundreds of times during a large scale.
+    """
+    if summary := outcome.summary():
+        logger.info(summary)
+        kopf.info(body, reason="Scaled", message=summary)
     blocked = outcome.blocked
     if blocked is None:
         return
+    message = f"{blocked}; keeping the pods and retrying"
+    logger.warning(f"ScaleDownBlocked: {message}")
+    kopf.warn(body, reason=c.COND_SCALE_DOWN_BLOCKED, message=message)
     if isinstance(blocked, (SchedulerUnreachable, RetireIncomplete)):
-        logger.warning(f"ScaleDownBlocked: {blocked}; keeping the pods and retrying")
         raise kopf.TemporaryError(f"scale-down blocked: {blocked}", delay=_retry_delay(retry))
     raise kopf.PermanentError(str(blocked))
 
@@ -76,9 +85,7 @@ async def cluster_reconcile(body: kopf.Body, logger: logging.Logger, retry: int,
         outcome = await _reconciler().reconcile(dict(body), apply_children=True)
     except InvalidSpec as e:
         raise kopf.PermanentError(f"invalid spec: {e}") from e
-    if summary := outcome.summary():
-        logger.info(summary)
-    _report(outcome, logger, retry)
+    _report(body, outcome, logger, retry)
 
 
 @kopf.timer(c.GROUP, c.VERSION, c.PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)

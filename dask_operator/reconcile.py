@@ -193,6 +193,9 @@ class Reconciler:
                       scheduler_pods: list[dict]) -> tuple[str, ...]:
         """Retire `n` workers through the scheduler; delete only what it retired."""
         url = await self.scheduler_url(spec, scheduler_pods)
+        # A quick query first: a hung scheduler fails it in seconds, while the
+        # retire call itself may legitimately take minutes of data movement.
+        await self.scheduler.workers(url)
         report = await self.scheduler.retire(url, n)
         retired = select_retired(None, report, observed)
         since = utcnow()

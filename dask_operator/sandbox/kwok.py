@@ -36,7 +36,7 @@ def render() -> str:
         # Leases keep nodes alive: the heartbeat stage refreshes status only
         # every ~10 minutes, past the node lifecycle controller's grace period.
         "options": {"podPlayStageParallelism": 16, "nodePlayStageParallelism": 4,
-                    "nodeLeaseDurationSeconds": 40},
+                    "nodeLeaseDurationSeconds": 40, "nodeLeaseParallelism": 4},
     }]
     for stage in _stages():
         if stage["spec"]["resourceRef"]["kind"] != "Pod":

@@ -25,7 +25,7 @@ SIMULATE = {"sandbox.dask.charmtx.com/simulate": "true"}
 
 
 def cluster(name: str, replicas: int, *, simulate_workers: bool = False, nthreads: int = 1) -> dict:
-    worker = {"containers": [{"name": "worker", "image": "ghcr.io/dask/dask:latest",
+    worker = {"containers": [{"name": "worker", "image": "ghcr.io/dask/dask:latest", "command": ["dask", "worker"],
                               "args": ["--name", "$(DASK_WORKER_NAME)", "--nthreads", str(nthreads),
                                        "--dashboard-address", ":8788"]}]}
     template: dict = {"spec": worker}
@@ -172,7 +172,7 @@ def test_scale_down_blocked_while_scheduler_unreachable(
                         .get("status") == "True" and c, 60, "ScaleDownBlocked=True")
         assert cond["reason"] == "SchedulerUnreachable"
         event = wait_for(lambda: [e for e in kube.get("events", "-n", namespace)["items"]
-                                  if e["involvedObject"]["name"] == "blocked" and "ScaleDownBlocked" in e["message"]],
+                                  if e["involvedObject"]["name"] == "blocked" and e["reason"] == "ScaleDownBlocked"],
                          30, "a ScaleDownBlocked Event")
         assert event[0]["type"] == "Warning"
         pods = kube.pods(namespace, "dask.charmtx.com/cluster=blocked,dask.charmtx.com/role=worker")
