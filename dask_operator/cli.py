@@ -126,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # One line per HTTP request drowns what matters.
+    # One line per HTTP request, or per handled pod event, drowns what matters
+    # (and costs CPU during a large scale); the operator logs its own actions.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if not args.verbose:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     commands = {"run": run_main, "render": render_main, "sandbox": sandbox_main}
     if args.command in commands:
         return commands[args.command](args)

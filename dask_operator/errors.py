@@ -33,3 +33,11 @@ class RetireIncomplete(DaskOperatorError):
         super().__init__(
             f"the scheduler retired {len(self.retired)} of {requested} requested workers"
         )
+
+
+class KubeApiError(DaskOperatorError):
+    """The Kubernetes API answered with an error status."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        super().__init__(f"HTTP {code}: {message}")

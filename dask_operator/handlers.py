@@ -3,8 +3,9 @@
 * Cluster created, resumed or its spec changed (`kubectl scale` included):
   full reconcile, children applied; a blocked scale-down raises
   `kopf.TemporaryError` so kopf retries with back-off.
-* A Cluster's worker or scheduler pod changed: a coalesced reconcile of that
-  Cluster (status refresh, replacing lost pods), children not re-applied.
+* A Cluster's worker or scheduler pod changed (`Reconciler.watch_pods`, a
+  plain watch started here): a coalesced reconcile of that Cluster (status
+  refresh, replacing lost pods), children not re-applied.
 * A timer re-reconciles every Cluster as a safety net.
 
 Errors from the domain are translated here and nowhere else.
@@ -30,8 +31,8 @@ class Runtime:
     """What the handlers share; set by `operator.run` before kopf starts."""
 
     reconciler: Reconciler | None = None
-    pending: dict[tuple[str, str], asyncio.Task] = {}
-    dirty: set[tuple[str, str]] = set()
+    namespaces: list[str] | None = None  # None: cluster-wide
+    pod_watch: asyncio.Task | None = None
 
 
 def _reconciler() -> Reconciler:
@@ -50,7 +51,6 @@ def _report(body: kopf.Body, outcome: Outcome, logger: logging.Logger, retry: in
     every log line: pod events fire hundreds of times during a large scale.
     """
     if summary := outcome.summary():
-        logger.info(summary)
         kopf.info(body, reason="Scaled", message=summary)
     blocked = outcome.blocked
     if blocked is None:
@@ -64,7 +64,7 @@ def _report(body: kopf.Body, outcome: Outcome, logger: logging.Logger, retry: in
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Progress and diff-base in annotations: the status schema is strict and
     # belongs to the Cluster's own fields.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
@@ -75,6 +75,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.batching.batch_window = 0.05
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
+    Runtime.pod_watch = asyncio.create_task(_reconciler().watch_pods(Runtime.namespaces))
+
+
+@kopf.on.cleanup()
+async def stop_pod_watch(**_: Any) -> None:
+    if Runtime.pod_watch is not None:
+        Runtime.pod_watch.cancel()
 
 
 @kopf.on.create(c.GROUP, c.VERSION, c.PLURAL)
@@ -103,28 +110,3 @@ async def cluster_resync(body: kopf.Body, logger: logging.Logger, **_: Any) -> N
 def cluster_delete(name: str, namespace: str, **_: Any) -> None:
     # Children carry owner references: the garbage collector removes them.
     _reconciler().forget(namespace, name)
-
-
-@kopf.on.event("", "v1", "pods", labels={c.LABEL_CLUSTER: kopf.PRESENT, c.LABEL_ROLE: kopf.PRESENT})
-async def child_pod_event(labels: kopf.Labels, namespace: str, **_: Any) -> None:
-    key = (namespace, labels[c.LABEL_CLUSTER])
-    Runtime.dirty.add(key)
-    task = Runtime.pending.get(key)
-    if task is None or task.done():
-        Runtime.pending[key] = asyncio.create_task(_drain(key))
-
-
-async def _drain(key: tuple[str, str]) -> None:
-    """Reconcile a Cluster until no pod event arrived meanwhile (coalescing bursts)."""
-    namespace, name = key
-    reconciler = _reconciler()
-    while key in Runtime.dirty:
-        Runtime.dirty.discard(key)
-        body = await reconciler.kube.get(c.API_VERSION, c.PLURAL, namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            return
-        try:
-            await reconciler.reconcile(body, apply_children=False)
-        except Exception as e:  # the timer and the next event retry
-            logging.getLogger(__name__).warning("reconcile of %s/%s after a pod event failed: %s",
-                                                namespace, name, e)

@@ -44,6 +44,7 @@ async def run(
         log.info("serving /metrics on %s:%d", metrics_address, metrics_port)
     scheduler = SchedulerClient()
     handlers.Runtime.reconciler = Reconciler(await Kube.connect(), scheduler, access)
+    handlers.Runtime.namespaces = None if clusterwide else namespaces
     log.info("reaching schedulers by %s", access.value)
     try:
         await kopf.operator(

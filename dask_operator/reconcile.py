@@ -51,8 +51,9 @@ from .scheduler import SchedulerClient
 
 log = logging.getLogger(__name__)
 
-# Concurrent API calls when creating or deleting many pods at once.
-API_CONCURRENCY = int(os.environ.get("DASK_OPERATOR_API_CONCURRENCY", "32"))
+# Concurrent API calls when creating or deleting many pods at once (one HTTP/2
+# connection carries them; 100 measured best for a 0->100 scale on 2 cores).
+API_CONCURRENCY = int(os.environ.get("DASK_OPERATOR_API_CONCURRENCY", "100"))
 
 
 class SchedulerAccess(enum.Enum):
@@ -113,13 +114,58 @@ class Reconciler:
         self.scheduler = scheduler
         self.access = access
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._draining: dict[tuple[str, str], asyncio.Task] = {}
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
+        self._dirty.discard((namespace, name))
         metrics.forget_cluster(namespace, name)
+
+    # ------------------------------------------------------- pod-driven
+    async def watch_pods(self, namespaces: list[str] | None) -> None:
+        """Reconcile a Cluster whenever one of its pods changes (coalesced).
+
+        A plain watch rather than a kopf handler: a 100-pod scale makes ~300
+        pod events, and kopf's per-event machinery cost the scale-up ~0.4 s of
+        the operator's event loop.
+        """
+        selector = f"{c.LABEL_CLUSTER},{c.LABEL_ROLE}"
+
+        async def one(namespace: str | None) -> None:
+            while True:
+                try:
+                    async for _, pod in self.kube.watch("v1", "pods", namespace, selector):
+                        meta = pod["metadata"]
+                        self.request(meta["namespace"], meta["labels"][c.LABEL_CLUSTER])
+                except Exception as e:  # API restarts, network blips: re-list and go on
+                    log.warning("pod watch failed, restarting in 1 s: %s", e)
+                    await asyncio.sleep(1)
+
+        await asyncio.gather(*(one(ns) for ns in (namespaces or [None])))
+
+    def request(self, namespace: str, name: str) -> None:
+        """Ask for a reconcile of this Cluster; bursts collapse into one or two."""
+        key = (namespace, name)
+        self._dirty.add(key)
+        task = self._draining.get(key)
+        if task is None or task.done():
+            self._draining[key] = asyncio.create_task(self._drain(key))
+
+    async def _drain(self, key: tuple[str, str]) -> None:
+        namespace, name = key
+        while key in self._dirty:
+            self._dirty.discard(key)
+            try:
+                body = await self.kube.get(c.API_VERSION, c.PLURAL, namespace, name)
+                if body is None or body["metadata"].get("deletionTimestamp"):
+                    return
+                await self.reconcile(body, apply_children=False)
+            except Exception as e:  # the resync timer and the next event retry
+                log.warning("reconcile of %s/%s after a pod change failed: %s", namespace, name, e)
 
     async def scheduler_url(self, spec: ClusterSpec, scheduler_pods: list[dict] | None = None) -> str:
         if self.access is SchedulerAccess.SERVICE:
@@ -146,9 +192,9 @@ class Reconciler:
             await self.kube.apply("v1", "services", ns, scheduler_service(spec))
             await self.kube.apply("apps/v1", "deployments", ns, scheduler_deployment(spec))
 
-        pods = await self.kube.list("v1", "pods", ns, worker_selector(spec.name))
+        pods, foreign = await self._worker_pods(spec)
         observed = [WorkerPod.from_pod(p) for p in pods]
-        plan = plan_workers(spec.name, spec.replicas, observed)
+        plan = plan_workers(spec.name, spec.replicas, observed, reserved=foreign)
         blocked: DaskOperatorError | None = None
         retired: tuple[str, ...] = ()
 
@@ -173,7 +219,7 @@ class Reconciler:
                 blocked = e
 
         if not plan.empty:
-            pods = await self.kube.list("v1", "pods", ns, worker_selector(spec.name))
+            pods, _ = await self._worker_pods(spec)
             observed = [WorkerPod.from_pod(p) for p in pods]
         status = compute_status(
             spec, observed,
@@ -188,6 +234,16 @@ class Reconciler:
             await self.kube.patch(c.API_VERSION, c.PLURAL, ns, spec.name, {"status": status}, "status")
         metrics.record_status(ns, spec.name, status)
         return Outcome(desired=spec.replicas, status=status, plan=plan, blocked=blocked, retired=retired)
+
+    async def _worker_pods(self, spec: ClusterSpec) -> tuple[list[dict], list[str]]:
+        """This Cluster's worker pods, and the names of same-labelled pods owned by another
+        object (a deleted Cluster of the same name whose pods await garbage collection)."""
+        pods = await self.kube.list("v1", "pods", spec.namespace, worker_selector(spec.name))
+        ours, foreign = [], []
+        for pod in pods:
+            owners = {o.get("uid") for o in pod["metadata"].get("ownerReferences") or ()}
+            (ours if not spec.uid or spec.uid in owners else foreign).append(pod)
+        return ours, [p["metadata"]["name"] for p in foreign]
 
     async def _retire(self, spec: ClusterSpec, n: int, observed: list[WorkerPod], pods: list[dict],
                       scheduler_pods: list[dict]) -> tuple[str, ...]:

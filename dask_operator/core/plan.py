@@ -87,8 +87,14 @@ def live_pods(pods: Iterable[WorkerPod]) -> list[WorkerPod]:
     return [p for p in pods if p.live]
 
 
-def plan_workers(cluster_name: str, desired: int, pods: Sequence[WorkerPod]) -> ScalePlan:
+def plan_workers(
+    cluster_name: str, desired: int, pods: Sequence[WorkerPod], reserved: Iterable[str] = ()
+) -> ScalePlan:
     """Plan the step from the observed pods towards ``desired`` live workers.
+
+    ``reserved`` are names held by pods that are not this Cluster's (e.g. a
+    deleted Cluster's of the same name, awaiting garbage collection): never
+    counted, never touched, never reused.
 
     - Retiring and terminal pods not yet being deleted are always deleted.
     - Too few live pods: create the missing ones, named with the lowest
@@ -100,7 +106,7 @@ def plan_workers(cluster_name: str, desired: int, pods: Sequence[WorkerPod]) -> 
     live = live_pods(pods)
     doomed = [p.name for p in pods if not p.deleting and not p.live]
     if len(live) < desired:
-        taken = {p.name for p in pods}
+        taken = {p.name for p in pods} | set(reserved)
         create = _free_names(cluster_name, taken, desired - len(live))
         return ScalePlan(create=create, delete=tuple(doomed))
     surplus = len(live) - desired

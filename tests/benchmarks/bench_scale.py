@@ -66,8 +66,10 @@ async def timed_scale(kube: Kube, resource: str, selector: str, replicas: int) -
 
     async def watch() -> None:
         nonlocal t_created, t_running
+        nonlocal since
         async for event, pod in api.async_watch("pods", namespace=NAMESPACE, label_selector=selector, since=since):
             now = time.monotonic()
+            since = pod.raw["metadata"]["resourceVersion"]
             name = pod.raw["metadata"]["name"]
             if event == "ADDED":
                 created.add(name)
@@ -79,11 +81,20 @@ async def timed_scale(kube: Kube, resource: str, selector: str, replicas: int) -
                 t_running = now
                 return
 
-    task = asyncio.create_task(watch())
+    async def watch_until_done() -> None:
+        # A watch may end (server timeout); resume from the last seen version.
+        nonlocal since
+        while t_running is None:
+            await watch()
+
+    task = asyncio.create_task(watch_until_done())
     await asyncio.sleep(0)  # let the watch connect; events since `since` are replayed anyway
     await asyncio.to_thread(kube.kubectl, "scale", resource, f"--replicas={replicas}", "-n", NAMESPACE)
     t0 = time.monotonic()
-    await asyncio.wait_for(task, 120)
+    try:
+        await asyncio.wait_for(task, 120)
+    except asyncio.TimeoutError:
+        raise RuntimeError(f"{resource}: {len(created)} created, {len(running)} Running after 120 s") from None
     return t_created - t0, t_running - t0
 
 
@@ -123,8 +134,10 @@ async def main() -> int:
         for run in range(args.runs):
             name = f"bench{run}"
             kube.apply(cluster(name), NAMESPACE)
+            # Steady state first: the real scheduler's start-up (imports) would
+            # otherwise compete for the 2 cores with the scale being timed.
             wait_for(lambda: kube.get("clusters.dask.charmtx.com", name, "-n", NAMESPACE)
-                     .get("status", {}).get("observedGeneration"), 60, "the Cluster reconciled")
+                     .get("status", {}).get("phase") == "Running", 60, "the Cluster Running (scheduler Ready)")
             ours.append(await timed_scale(kube, f"clusters.dask.charmtx.com/{name}",
                                           f"dask.charmtx.com/cluster={name},dask.charmtx.com/role=worker",
                                           args.replicas))

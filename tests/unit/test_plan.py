@@ -121,6 +121,20 @@ def test_plan_workers(desired, pods, expected):
     assert plan_workers("dask", desired, pods) == expected
 
 
+@pytest.mark.parametrize(
+    "desired, pods, reserved, expected",
+    [
+        pytest.param(2, [], ["dask-worker-0"], ScalePlan(create=names(1, 2)), id="skips-foreign-name"),
+        pytest.param(1, [pod(0)], ["dask-worker-1"], ScalePlan(), id="foreign-not-counted-or-touched"),
+        pytest.param(2, [pod(0)], ["dask-worker-1", "dask-worker-2"], ScalePlan(create=names(3)),
+                     id="skips-several-foreign"),
+    ],
+)
+def test_plan_workers_leaves_foreign_pods_alone(desired, pods, reserved, expected):
+    """Pods of a deleted Cluster of the same name (awaiting GC) keep their names."""
+    assert plan_workers("dask", desired, pods, reserved=reserved) == expected
+
+
 def random_pods(rng: random.Random) -> list[WorkerPod]:
     indices = rng.sample(range(30), rng.randint(0, 12))
     return [
