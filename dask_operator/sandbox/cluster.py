@@ -325,7 +325,7 @@ class Sandbox:
         assert self.info
         old = self.procs["prometheus-adapter"]
         argv = list(old.args)
-        procs.stop(old)
+        procs.stop([old])
         Path(self.info.adapter_rules).write_text(yaml.safe_dump(merge_rules(rule_files)))
         self._spawn("prometheus-adapter", argv)
         self.info.pids["prometheus-adapter"] = self.procs["prometheus-adapter"].pid
@@ -426,12 +426,7 @@ class Sandbox:
     # ---------------------------------------------------------------- stop
     def stop(self) -> None:
         """Stop every process this sandbox started, pods included, by PID."""
-        order = ["prometheus-adapter", "prometheus", "kwok", "kube-scheduler",
-                 "kube-controller-manager", "kube-apiserver", "etcd"]
-        for name in order + [n for n in self.procs if n not in order]:
-            p = self.procs.get(name)
-            if p is not None:
-                procs.stop(p, timeout=5)
+        procs.stop(list(self.procs.values()))
         if self.etcd_dir is not None:
             shutil.rmtree(self.etcd_dir, ignore_errors=True)
             self.etcd_dir = None

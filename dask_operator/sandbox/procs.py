@@ -45,20 +45,25 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
-    """SIGTERM the process group, SIGKILL it after `timeout`."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
+def _signal(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def stop(procs: list[subprocess.Popen], timeout: float = 5) -> None:
+    """SIGTERM every process group at once, SIGKILL what is left after `timeout`."""
+    running = [p for p in procs if p.poll() is None]
+    for p in running:
+        _signal(p, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in running:
         try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
+            p.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            continue
+            _signal(p, signal.SIGKILL)
+            p.wait(5)
 
 
 def kill_pids(pids: list[int]) -> None:
