@@ -33,6 +33,9 @@ def _run_parser(sub) -> None:
     p.add_argument("--liveness", help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--metrics-port", type=int, default=8000, help="/metrics port (default 8000; -1: off)")
     p.add_argument("--metrics-address", default="0.0.0.0", help="/metrics bind address (default 0.0.0.0)")
+    p.add_argument("--desired-workers-interval", type=float, default=5.0,
+                   help="seconds between polls of each scheduler's adaptive target, exported as "
+                        "dask_operator_cluster_desired_workers (default 5; 0: off)")
     p.add_argument("--scheduler-access", choices=["auto", "service", "pod-ip"], default="auto",
                    help="how to reach scheduler APIs: Service DNS (in-cluster) or the ready pod's IP "
                         "(outside the cluster); auto picks by where the operator runs")
@@ -60,6 +63,7 @@ def run_main(args: argparse.Namespace) -> int:
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         metrics_address=args.metrics_address,
         access=scheduler_access(args.scheduler_access),
+        desired_workers_interval=args.desired_workers_interval,
     ))
     return 0
 
@@ -99,7 +103,10 @@ def sandbox_main(args: argparse.Namespace) -> int:
     from .sandbox.build import ensure_binaries
 
     if args.action == "build":
+        from .sandbox.build import servicemonitor_crd
+
         b = ensure_binaries()
+        servicemonitor_crd()
         print(f"sandbox binaries ready in {b.kube_apiserver.parent}")
         return 0
     return run_sandbox(

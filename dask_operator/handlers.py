@@ -32,7 +32,8 @@ class Runtime:
 
     reconciler: Reconciler | None = None
     namespaces: list[str] | None = None  # None: cluster-wide
-    pod_watch: asyncio.Task | None = None
+    desired_workers_interval: float = 5.0  # 0: not polled
+    tasks: list[asyncio.Task] = []
 
 
 def _reconciler() -> Reconciler:
@@ -75,13 +76,17 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.batching.batch_window = 0.05
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
-    Runtime.pod_watch = asyncio.create_task(_reconciler().watch_pods(Runtime.namespaces))
+    reconciler = _reconciler()
+    Runtime.tasks.append(asyncio.create_task(reconciler.watch_pods(Runtime.namespaces)))
+    if Runtime.desired_workers_interval > 0:
+        Runtime.tasks.append(asyncio.create_task(
+            reconciler.poll_desired_workers(Runtime.desired_workers_interval)))
 
 
 @kopf.on.cleanup()
-async def stop_pod_watch(**_: Any) -> None:
-    if Runtime.pod_watch is not None:
-        Runtime.pod_watch.cancel()
+async def stop_background_tasks(**_: Any) -> None:
+    for task in Runtime.tasks:
+        task.cancel()
 
 
 @kopf.on.create(c.GROUP, c.VERSION, c.PLURAL)

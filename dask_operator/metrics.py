@@ -40,3 +40,12 @@ def forget_cluster(namespace: str, cluster: str) -> None:
             gauge.remove(namespace, cluster)
         except KeyError:
             pass
+
+
+def forget_desired_workers(namespace: str, cluster: str) -> bool:
+    """Remove the series (absent, not 0); True when there was one."""
+    try:
+        DESIRED_WORKERS.remove(namespace, cluster)
+    except KeyError:
+        return False
+    return True

@@ -38,6 +38,7 @@ async def run(
     metrics_port: int | None,
     metrics_address: str,
     access: SchedulerAccess,
+    desired_workers_interval: float = 5.0,
 ) -> None:
     if metrics_port is not None:
         start_http_server(metrics_port, addr=metrics_address)
@@ -45,6 +46,7 @@ async def run(
     scheduler = SchedulerClient()
     handlers.Runtime.reconciler = Reconciler(await Kube.connect(), scheduler, access)
     handlers.Runtime.namespaces = None if clusterwide else namespaces
+    handlers.Runtime.desired_workers_interval = desired_workers_interval
     log.info("reaching schedulers by %s", access.value)
     try:
         await kopf.operator(

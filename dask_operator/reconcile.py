@@ -115,6 +115,8 @@ class Reconciler:
         self.access = access
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._dirty: set[tuple[str, str]] = set()
+        # Where each known Cluster's scheduler API answers (None: no Ready scheduler).
+        self._scheduler_urls: dict[tuple[str, str], str | None] = {}
         self._draining: dict[tuple[str, str], asyncio.Task] = {}
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
@@ -122,8 +124,29 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
+        self._scheduler_urls.pop((namespace, name), None)
         self._dirty.discard((namespace, name))
         metrics.forget_cluster(namespace, name)
+
+    # ------------------------------------------------------ desired workers
+    async def poll_desired_workers(self, interval: float) -> None:
+        """Export each scheduler's adaptive target as `dask_operator_cluster_desired_workers`.
+
+        A scheduler that does not answer has no value: the series is removed,
+        never set to a made-up number, so an HPA holds instead of collapsing.
+        """
+        while True:
+            await asyncio.gather(*(self._poll(key, url) for key, url in list(self._scheduler_urls.items())))
+            await asyncio.sleep(interval)
+
+    async def _poll(self, key: tuple[str, str], url: str | None) -> None:
+        try:
+            if url is None:
+                raise SchedulerUnreachable("no Ready scheduler pod")
+            metrics.DESIRED_WORKERS.labels(*key).set(await self.scheduler.adaptive_target(url))
+        except SchedulerUnreachable as e:
+            if metrics.forget_desired_workers(*key):
+                log.info("%s/%s: desired_workers withdrawn: %s", *key, e)
 
     # ------------------------------------------------------- pod-driven
     async def watch_pods(self, namespaces: list[str] | None) -> None:
@@ -210,6 +233,10 @@ class Reconciler:
                      ns, spec.name, len(plan.delete), ", ".join(plan.delete))
 
         scheduler_pods = await self.kube.list("v1", "pods", ns, scheduler_selector(spec.name))
+        try:
+            self._scheduler_urls[(ns, spec.name)] = await self.scheduler_url(spec, scheduler_pods)
+        except SchedulerUnreachable:
+            self._scheduler_urls[(ns, spec.name)] = None
         if plan.retire:
             try:
                 retired = await self._retire(spec, plan.retire, observed, pods, scheduler_pods)

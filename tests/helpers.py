@@ -115,7 +115,9 @@ class OperatorProcess:
         out = self.log.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dask_operator", "run", "--all-namespaces",
-             "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"],
+             "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
+             # as often as Prometheus scrapes in the sandbox
+             "--desired-workers-interval", "2"],
             env={**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env},
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
         )

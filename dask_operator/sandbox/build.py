@@ -14,6 +14,7 @@ Binaries land in `~/.cache/dask-operator/sandbox/<versions>/bin/`
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -182,6 +183,25 @@ def _system_binary(name: str, package: str) -> Path:
     if not path:
         raise RuntimeError(f"the sandbox needs `{name}`: apt-get install {package}")
     return Path(path)
+
+
+PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
+SERVICEMONITOR_CRD = "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"
+
+
+def servicemonitor_crd() -> Path:
+    """The real ServiceMonitor CRD, from the prometheus-operator Go module."""
+    out = bin_dir().parent / "crds" / f"servicemonitors-{PROMETHEUS_OPERATOR_VERSION}.yaml"
+    if not out.exists():
+        go = _require_go()
+        info = subprocess.run(
+            [go, "mod", "download", "-json", f"github.com/prometheus-operator/prometheus-operator@"
+             f"{PROMETHEUS_OPERATOR_VERSION}"], capture_output=True, text=True, env=_go_env(), check=True,
+        )
+        source = Path(json.loads(info.stdout)["Dir"]) / SERVICEMONITOR_CRD
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, out)
+    return out
 
 
 def ensure_binaries() -> Binaries:

@@ -320,14 +320,18 @@ class Sandbox:
             "--metrics-relist-interval=2s", f"--config={rules}", "--v=1",
         ]
 
-    def restart_adapter(self, rule_files: list[Path]) -> None:
-        """Reload prometheus-adapter with other rules (it reads them only at start)."""
+    def reload_adapter(self) -> None:
+        """Restart prometheus-adapter, which reads its rules file only at start.
+
+        `sandbox.json`'s `adapter_rules` names the file; rewrite it, then send
+        the supervisor SIGHUP (tests switch metric sources this way).
+        """
         assert self.info
         old = self.procs["prometheus-adapter"]
         argv = list(old.args)
         procs.stop([old])
-        Path(self.info.adapter_rules).write_text(yaml.safe_dump(merge_rules(rule_files)))
         self._spawn("prometheus-adapter", argv)
+        log.info("prometheus-adapter restarted with %s", self.info.adapter_rules)
         self.info.pids["prometheus-adapter"] = self.procs["prometheus-adapter"].pid
         self.write_info()
 
@@ -442,6 +446,8 @@ class Sandbox:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(asyncio.to_thread(self.reload_adapter)))
         runner = PodRunner(Path(self.info.kubeconfig), self.network, self.dir)
         task = asyncio.create_task(runner.run())
         self.write_info()

@@ -1,0 +1,157 @@
+"""HPA on desired_workers end to end: real scheduler and workers, real Prometheus
+scrape, real prometheus-adapter, the real HPA controller, our operator."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from distributed import Client
+
+from hpa_chain import (
+    CLUSTERS, Timeline, cluster, follow_scale_up, hpa, replicas, scheduler_url, served_metric,
+    use_metric_source, worker_pods,
+)
+from helpers import ROOT, Kube, OperatorProcess, wait_for
+
+from dask_operator.sandbox.build import servicemonitor_crd
+
+pytestmark = pytest.mark.e2e
+
+
+def slow(i: int) -> bytes:
+    time.sleep(0.5)
+    return bytes(1000) + i.to_bytes(4, "big")
+
+
+@pytest.mark.parametrize("source", ["scheduler", "operator"])
+def test_hpa_scales_up_on_load_and_down_after_it_losing_nothing(
+        kube: Kube, sandbox, operator: OperatorProcess, namespace: str, source: str) -> None:
+    use_metric_source(sandbox, source, operator.metrics_port)
+    name = f"auto-{source}"
+    kube.apply(cluster(name, 1), namespace)
+    ip = wait_for(lambda: scheduler_url(kube, namespace, name), 60, "a Ready scheduler")
+    with Client(f"tcp://{ip}:8786", timeout=30) as client:
+        client.wait_for_workers(1, timeout=60)
+        first = set(client.scheduler_info()["workers"])
+        wait_for(lambda: served_metric(kube, namespace, name) is not None, 90,
+                 f"desired_workers from the {source} served by the adapter")
+        kube.apply(hpa(name, 1, 3), namespace)
+        wait_for(lambda: any(c["type"] == "ScalingActive" and c["status"] == "True" for c in
+                             kube.get("hpa", name, "-n", namespace).get("status", {}).get("conditions", [])),
+                 60, "the HPA reading the metric")
+
+        # 1. a burst: ~60 s of work for one single-threaded worker
+        t0 = time.monotonic()
+        futures = client.map(slow, range(120), pure=False)
+        timeline = Timeline(source)
+        # 2.-3. the HPA scales the Cluster up; new real workers join
+        follow_scale_up(kube, namespace, name, ip, 3, timeline, t0)
+        print(f"\n{timeline.line()}")
+        results = client.gather(futures)
+        ran_on = {a for addrs in client.who_has(futures).values() for a in addrs}
+        assert ran_on - first, "workers added by the HPA ran tasks"
+
+        # 4. the load is over: after its stabilization window the HPA scales down
+        wait_for(lambda: replicas(kube, namespace, name) == 1, 120, "the HPA to scale back to 1")
+        wait_for(lambda: len(worker_pods(kube, namespace, name)) == 1
+                 and len(kube.pods(namespace, f"dask.charmtx.com/cluster={name},dask.charmtx.com/role=worker")) == 1,
+                 120, "one worker pod left")
+        # 5. retired through the scheduler: every result still there
+        again = client.gather(futures)
+        assert [int.from_bytes(r[-4:], "big") for r in again] == list(range(120))
+        assert again == results
+        lost = [e for _, e in client.get_events("all") if e.get("action") == "remove-worker"
+                and (e.get("lost-computed-tasks") or e.get("lost-scattered-tasks"))]
+        assert not lost
+
+
+def _operator_series(port: int, namespace: str, name: str) -> str | None:
+    import httpx
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+        if line.startswith("dask_operator_cluster_desired_workers{") and f'cluster="{name}"' in line \
+                and f'namespace="{namespace}"' in line:
+            return line
+    return None
+
+
+def test_scheduler_down_withdraws_the_metric_and_the_hpa_holds(
+        kube: Kube, sandbox, operator: OperatorProcess, namespace: str) -> None:
+    from test_operator import _scheduler_pids
+    use_metric_source(sandbox, "operator", operator.metrics_port)
+    name = "hold"
+    kube.apply(cluster(name, 2), namespace)
+    wait_for(lambda: scheduler_url(kube, namespace, name), 60, "a Ready scheduler")
+    wait_for(lambda: _operator_series(operator.metrics_port, namespace, name), 30, "the operator's series")
+    wait_for(lambda: served_metric(kube, namespace, name) is not None, 90, "the metric served")
+    kube.apply(hpa(name, 1, 3, scale_down_window=0), namespace)
+    # idle scheduler -> desired 0 -> the HPA goes to its minimum, 1
+    wait_for(lambda: replicas(kube, namespace, name) == 1, 60, "the HPA acting on the metric")
+    pids = _scheduler_pids(kube, sandbox, namespace, name)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)  # the scheduler stops answering
+    try:
+        wait_for(lambda: _operator_series(operator.metrics_port, namespace, name) is None, 30,
+                 "the operator's series withdrawn (absent, not 0)")
+        wait_for(lambda: served_metric(kube, namespace, name) is None, 60, "the adapter serving nothing")
+        # A count the metric (0 -> minimum 1) would collapse if it were made up.
+        kube.kubectl("patch", CLUSTERS, name, "-n", namespace, "--type=merge", "-p",
+                     '{"spec": {"workers": {"replicas": 2}}}')
+
+        def holding() -> bool:
+            status = kube.get("hpa", name, "-n", namespace)["status"]
+            inactive = any(c["type"] == "ScalingActive" and c["status"] == "False"
+                           and c["reason"] == "FailedGetObjectMetric" for c in status.get("conditions", []))
+            return inactive and status.get("currentReplicas") == 2
+
+        wait_for(holding, 60, "the HPA seeing 2 replicas and no metric")
+        assert replicas(kube, namespace, name) == 2, "the HPA held the replica count"
+        events = [e["reason"] for e in kube.get("events", "-n", namespace)["items"]
+                  if e["involvedObject"]["kind"] == "HorizontalPodAutoscaler"]
+        assert "FailedGetObjectMetric" in events
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_scale_to_zero_and_back_with_hpa_scale_to_zero_gate(
+        kube: Kube, sandbox, operator: OperatorProcess, namespace: str) -> None:
+    use_metric_source(sandbox, "scheduler", operator.metrics_port)
+    name = "zero"
+    kube.apply(cluster(name, 1), namespace)
+    ip = wait_for(lambda: scheduler_url(kube, namespace, name), 60, "a Ready scheduler")
+    wait_for(lambda: served_metric(kube, namespace, name) is not None, 90, "the metric served")
+    kube.apply(hpa(name, 0, 2, scale_down_window=0), namespace)
+    wait_for(lambda: replicas(kube, namespace, name) == 0 and not worker_pods(kube, namespace, name),
+             90, "an idle Cluster scaled to 0 workers")
+    assert scheduler_url(kube, namespace, name) == ip, "the scheduler stays up"
+    with Client(f"tcp://{ip}:8786", timeout=30) as client:
+        future = client.submit(slow, 7)
+        result = future.result(timeout=120)  # needs a worker: the HPA brings one back
+        assert int.from_bytes(result[-4:], "big") == 7
+    assert replicas(kube, namespace, name) >= 1
+
+
+def test_monitoring_component_validates_against_the_real_servicemonitor_crd(kube: Kube, sandbox) -> None:
+    kube.kubectl("apply", "--server-side", "-f", str(servicemonitor_crd()))
+    wait_for(lambda: kube.kubectl("get", "servicemonitors", "-A", check=False).returncode == 0, 30,
+             "the ServiceMonitor CRD served")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "kustomization.yaml").write_text(
+            f"resources: [{ROOT / 'deploy'}]\ncomponents: [{ROOT / 'deploy' / 'monitoring'}]\n")
+        rendered = subprocess.run(["kubectl", "kustomize", "--load-restrictor=LoadRestrictionsNone", tmp],
+                                  capture_output=True, text=True, check=True).stdout
+    monitors = kube.kubectl("apply", "--dry-run=server", "--validate=strict", "-n", "default", "-f", "-",
+                            input=rendered)
+    assert "servicemonitor.monitoring.coreos.com/dask-scheduler created (server dry run)" in monitors.stdout
+    assert "servicemonitor.monitoring.coreos.com/dask-operator created (server dry run)" in monitors.stdout
+    # a typo in a field is caught by the same validation
+    bad = rendered.replace("jobLabel:", "jobLable:")
+    result = kube.kubectl("apply", "--dry-run=server", "--validate=strict", "-n", "default", "-f", "-",
+                          input=bad, check=False)
+    assert result.returncode != 0 and "jobLable" in result.stderr
