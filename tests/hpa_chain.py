@@ -112,11 +112,14 @@ def follow_scale_up(kube: Kube, ns: str, name: str, ip: str, target: int, timeli
     """Poll every link of the chain until `target` workers are registered."""
     deadline = time.monotonic() + timeout
     with httpx.Client(base_url=f"http://{ip}:8787", timeout=2) as scheduler:
+        last: dict = {}
         while "workers registered" not in timeline.marks:
-            assert time.monotonic() < deadline, f"chain stalled: {timeline.marks}"
-            if scheduler.get("/api/v1/adaptive_target").json()["workers"] > 1:
+            assert time.monotonic() < deadline, f"chain stalled: {timeline.marks}, last seen {last}"
+            last["target"] = scheduler.get("/api/v1/adaptive_target").json()["workers"]
+            if last["target"] > 1:
                 timeline.mark("scheduler target rose", t0)
-            value = served_metric(kube, ns, name)
+            last["served"] = value = served_metric(kube, ns, name)
+            last["replicas"] = replicas(kube, ns, name)
             if value is not None and value > 1:
                 timeline.mark("adapter serves it", t0)
             if replicas(kube, ns, name) >= target:

@@ -24,9 +24,16 @@ from dask_operator.sandbox.build import servicemonitor_crd
 pytestmark = pytest.mark.e2e
 
 
-def slow(i: int) -> bytes:
-    time.sleep(0.5)
-    return bytes(1000) + i.to_bytes(4, "big")
+def _task():
+    # Nested, so Dask ships it by value: workers cannot import this test module.
+    def slow(i: int) -> bytes:
+        import time
+        time.sleep(0.5)
+        return bytes(1000) + i.to_bytes(4, "big")
+    return slow
+
+
+slow = _task()
 
 
 @pytest.mark.parametrize("source", ["scheduler", "operator"])
@@ -142,10 +149,10 @@ def test_monitoring_component_validates_against_the_real_servicemonitor_crd(kube
     wait_for(lambda: kube.kubectl("get", "servicemonitors", "-A", check=False).returncode == 0, 30,
              "the ServiceMonitor CRD served")
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "kustomization.yaml").write_text(
-            f"resources: [{ROOT / 'deploy'}]\ncomponents: [{ROOT / 'deploy' / 'monitoring'}]\n")
-        rendered = subprocess.run(["kubectl", "kustomize", "--load-restrictor=LoadRestrictionsNone", tmp],
-                                  capture_output=True, text=True, check=True).stdout
+        # How a user adds the component to an install of deploy/.
+        (Path(tmp) / "deploy").symlink_to(ROOT / "deploy")
+        (Path(tmp) / "kustomization.yaml").write_text("resources: [deploy]\ncomponents: [deploy/monitoring]\n")
+        rendered = subprocess.run(["kubectl", "kustomize", tmp], capture_output=True, text=True, check=True).stdout
     monitors = kube.kubectl("apply", "--dry-run=server", "--validate=strict", "-n", "default", "-f", "-",
                             input=rendered)
     assert "servicemonitor.monitoring.coreos.com/dask-scheduler created (server dry run)" in monitors.stdout
