@@ -119,10 +119,10 @@ def follow_scale_up(kube: Kube, ns: str, name: str, ip: str, target: int, timeli
             if last["target"] > 1:
                 timeline.mark("scheduler target rose", t0)
             last["served"] = value = served_metric(kube, ns, name)
-            last["replicas"] = replicas(kube, ns, name)
+            last["replicas"] = current = replicas(kube, ns, name)
             if value is not None and value > 1:
                 timeline.mark("adapter serves it", t0)
-            if replicas(kube, ns, name) >= target:
+            if current > 1:  # the HPA's first write, from the 1 worker it started with
                 timeline.mark("HPA wrote /scale", t0)
             if len(worker_pods(kube, ns, name)) >= target:
                 timeline.mark("pods created", t0)
