@@ -19,11 +19,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import (  # noqa: E402
-    ROOT,
     Kube,
     OperatorProcess,
     SandboxProcess,
-    service_account_kubeconfig,
+    install_deploy,
+    start_operator,
     start_sandbox,
 )
 
@@ -74,22 +74,12 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def deployed(kube: Kube, sandbox: SandboxInfo, tmp_path_factory) -> Path:
-    """`kubectl apply -k deploy/` as the seed says; returns the operator's kubeconfig.
-
-    In the sandbox the operator runs on the host (the apiserver listens on
-    127.0.0.1 only, which pods cannot reach), so deploy/'s Deployment is
-    scaled to 0 and the host process uses deploy/'s ServiceAccount token.
-    """
-    kube.kubectl("apply", "-k", str(ROOT / "deploy"), "-n", "default")
-    kube.kubectl("scale", "deployment/dask-operator", "--replicas=0", "-n", "default")
-    return service_account_kubeconfig(kube, tmp_path_factory.mktemp("operator") / "operator.kubeconfig")
+    """deploy/ installed; the operator's ServiceAccount kubeconfig."""
+    return install_deploy(kube, tmp_path_factory.mktemp("operator"))
 
 
 @pytest.fixture(scope="session")
-def operator(deployed: Path, tmp_path_factory) -> OperatorProcess:
-    from dask_operator.sandbox.cluster import free_ports
-
-    op = OperatorProcess(deployed, deployed.parent / "operator.log", free_ports(1)[0])
-    op.start()
+def operator(deployed: Path) -> OperatorProcess:
+    op = start_operator(deployed)
     yield op
     op.stop()

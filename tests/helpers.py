@@ -150,3 +150,24 @@ def service_account_kubeconfig(kube: Kube, path: Path, namespace: str = "default
     """A kubeconfig holding a TokenRequest token for the ServiceAccount."""
     token = kube.kubectl("create", "token", account, "-n", namespace, "--duration=24h").stdout.strip()
     return write_token_kubeconfig(kube.kubeconfig, token, account, path)
+
+
+def install_deploy(kube: Kube, state_dir: Path) -> Path:
+    """`kubectl apply -k deploy/` as the seed says; returns a kubeconfig for the
+    operator holding deploy/'s ServiceAccount token.
+
+    In the sandbox the operator runs on the host (the apiserver listens on
+    127.0.0.1 only, which pods cannot reach), so deploy/'s Deployment is
+    scaled to 0 and the host process authenticates as its ServiceAccount.
+    """
+    kube.kubectl("apply", "-k", str(ROOT / "deploy"), "-n", "default")
+    kube.kubectl("scale", "deployment/dask-operator", "--replicas=0", "-n", "default")
+    return service_account_kubeconfig(kube, state_dir / "operator.kubeconfig")
+
+
+def start_operator(kubeconfig: Path) -> OperatorProcess:
+    from dask_operator.sandbox.cluster import free_ports
+
+    op = OperatorProcess(kubeconfig, kubeconfig.parent / "operator.log", free_ports(1)[0])
+    op.start()
+    return op

@@ -28,12 +28,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from distributed import Client  # noqa: E402
-from helpers import ROOT, Kube, OperatorProcess, service_account_kubeconfig, start_sandbox, wait_for  # noqa: E402
+from helpers import Kube, OperatorProcess, install_deploy, start_operator, start_sandbox, wait_for  # noqa: E402
 from hpa_chain import (  # noqa: E402
     Timeline, cluster, follow_scale_up, hpa, scheduler_url, served_metric, use_metric_source,
 )
 
-from dask_operator.sandbox.cluster import free_ports  # noqa: E402
 
 LINKS = ["scheduler target rose", "adapter serves it", "HPA wrote /scale", "pods created", "workers registered"]
 
@@ -78,11 +77,7 @@ def main() -> int:
     op = None
     try:
         kube = Kube(Path(sb.info.kubeconfig))
-        kube.kubectl("apply", "-k", str(ROOT / "deploy"), "-n", "default")
-        kube.kubectl("scale", "deployment/dask-operator", "--replicas=0", "-n", "default")
-        op = OperatorProcess(service_account_kubeconfig(kube, state / "operator.kubeconfig"),
-                             state / "operator.log", free_ports(1)[0])
-        op.start()
+        op = start_operator(install_deploy(kube, state))
         results: dict[str, list[Timeline]] = {}
         for source in ("scheduler", "operator"):
             use_metric_source(sb.info, source, op.metrics_port)

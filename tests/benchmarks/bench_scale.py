@@ -28,9 +28,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import kr8s.asyncio  # noqa: E402
-from helpers import ROOT, Kube, OperatorProcess, service_account_kubeconfig, start_sandbox, wait_for  # noqa: E402
+from helpers import Kube, install_deploy, start_operator, start_sandbox, wait_for  # noqa: E402
 
-from dask_operator.sandbox.cluster import free_ports  # noqa: E402
 
 SIMULATE = {"sandbox.dask.charmtx.com/simulate": "true"}
 NAMESPACE = "bench"
@@ -123,11 +122,7 @@ async def main() -> int:
     op = None
     try:
         kube = Kube(Path(sb.info.kubeconfig))
-        kube.kubectl("apply", "-k", str(ROOT / "deploy"), "-n", "default")
-        kube.kubectl("scale", "deployment/dask-operator", "--replicas=0", "-n", "default")
-        op = OperatorProcess(service_account_kubeconfig(kube, state / "operator.kubeconfig"),
-                             state / "operator.log", free_ports(1)[0])
-        op.start()
+        op = start_operator(install_deploy(kube, state))
         kube.kubectl("create", "namespace", NAMESPACE)
 
         ours, peer = [], []

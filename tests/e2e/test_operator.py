@@ -237,6 +237,12 @@ def test_invalid_specs_are_rejected_by_the_api_server(kube: Kube, namespace: str
     assert kube.kubectl("get", CLUSTERS, "bad", "-n", namespace, check=False).returncode != 0, "nothing created"
 
 
+def test_kubectl_explain_documents_the_fields(kube: Kube) -> None:
+    out = kube.kubectl("explain", "clusters.spec.workers.replicas").stdout
+    assert "DESCRIPTION" in out and "worker" in out.lower()
+    assert "selector" in kube.kubectl("explain", "clusters.status.workers").stdout
+
+
 # -------------------------------------------------------------------- delete
 def test_delete_cascades_through_the_garbage_collector(
         kube: Kube, operator: OperatorProcess, namespace: str) -> None:
