@@ -237,6 +237,30 @@ def test_invalid_specs_are_rejected_by_the_api_server(kube: Kube, namespace: str
     assert kube.kubectl("get", CLUSTERS, "bad", "-n", namespace, check=False).returncode != 0, "nothing created"
 
 
+def test_pods_pass_the_restricted_pod_security_standard(
+        kube: Kube, operator: OperatorProcess, namespace: str) -> None:
+    """PodSecurity admission in enforce mode admits the scheduler, the workers
+    and the operator's own pod."""
+    kube.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    kube.apply(cluster("psa", 1, simulate_workers=True), namespace)
+    wait_for(lambda: workers(kube, namespace, "psa"), 30, "a worker pod admitted")
+    wait_for(lambda: kube.pods(namespace, "dask.charmtx.com/role=scheduler"), 30, "the scheduler pod admitted")
+
+    import yaml
+    rendered = kube.kubectl("kustomize", str(ROOT / "deploy")).stdout
+    deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    spec.pop("serviceAccountName")  # lives in the operator's namespace, not this one
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "operator-psa-check"}, "spec": spec}
+    result = kube.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(pod))
+    assert "created (server dry run)" in result.stdout
+    # and the same admission does refuse a pod that is not restricted
+    pod["spec"] = {"containers": [{"name": "c", "image": "x", "securityContext": {"privileged": True}}]}
+    refused = kube.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(pod),
+                           check=False)
+    assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr
+
+
 def test_kubectl_explain_documents_the_fields(kube: Kube) -> None:
     out = kube.kubectl("explain", "clusters.spec.workers.replicas").stdout
     assert "DESCRIPTION" in out and "worker" in out.lower()
