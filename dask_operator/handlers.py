@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 
 from . import constants as c
-from .errors import DaskOperatorError, InvalidSpec, RetireIncomplete, SchedulerUnreachable
+from .errors import DaskOperatorError, InvalidSpec
 from .reconcile import Outcome, Reconciler
 
 RESYNC_SECONDS = 30.0
@@ -59,9 +59,9 @@ def _report(body: kopf.Body, outcome: Outcome, logger: logging.Logger, retry: in
     message = f"{blocked}; keeping the pods and retrying"
     logger.warning(f"ScaleDownBlocked: {message}")
     kopf.warn(body, reason=c.COND_SCALE_DOWN_BLOCKED, message=message)
-    if isinstance(blocked, (SchedulerUnreachable, RetireIncomplete)):
-        raise kopf.TemporaryError(f"scale-down blocked: {blocked}", delay=_retry_delay(retry))
-    raise kopf.PermanentError(str(blocked))
+    # Every blocking cause (scheduler unreachable, fewer retired than asked, an
+    # API error mid-retirement) can clear by itself: retry, never give up.
+    raise kopf.TemporaryError(f"scale-down blocked: {blocked}", delay=_retry_delay(retry))
 
 
 @kopf.on.startup()
