@@ -19,6 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import (  # noqa: E402
+    ROOT,
     Kube,
     OperatorProcess,
     SandboxProcess,
@@ -50,8 +51,11 @@ def sandbox_process(request: pytest.FixtureRequest, tmp_path_factory) -> Sandbox
 
 @pytest.fixture(scope="session")
 def kube(request: pytest.FixtureRequest, sandbox_process: SandboxProcess | None) -> Kube:
-    kubeconfig = sandbox_process.info.kubeconfig if sandbox_process else request.config.getoption("--kubeconfig")
-    return Kube(Path(kubeconfig))
+    if sandbox_process:
+        return Kube(Path(sandbox_process.info.kubeconfig))
+    kube = Kube(Path(request.config.getoption("--kubeconfig")))
+    kube.kubectl("apply", "-f", str(ROOT / "deploy" / "crd.yaml"))  # the sandbox installs it at start
+    return kube
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,7 @@ def test_kubectl_scale_changes_a_custom_resource(kube: Kube, namespace: str) -> 
     assert kube.get("widget", "w", "-n", namespace)["spec"]["replicas"] == 5
 
 
-def test_deployment_pods_run_on_kwok_nodes(kube: Kube, namespace: str) -> None:
+def test_deployment_pods_run_on_kwok_nodes(kube: Kube, sandbox, namespace: str) -> None:
     kube.apply({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
