@@ -452,11 +452,9 @@ class Sandbox:
         task = asyncio.create_task(runner.run())
         self.write_info()
         await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        task.cancel()
+        runner.stop()
         try:
-            await task
-        except asyncio.CancelledError:
-            pass
+            await asyncio.wait_for(task, 60)
         except Exception:
             log.exception("pod runner failed")
 

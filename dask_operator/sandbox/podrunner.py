@@ -135,7 +135,17 @@ class PodRunner:
         self._wake = asyncio.Event()
         self._slots = 0
         self._http = httpx.AsyncClient(timeout=1.0)
+        self._stopping = False
         self.api = None
+
+    def stop(self) -> None:
+        """Ask `run` to finish: it stops every pod and returns.
+
+        A flag rather than task cancellation: with watch events arriving all
+        the time, Python 3.11's `wait_for` can swallow a cancellation.
+        """
+        self._stopping = True
+        self._wake.set()
 
     # ---------------------------------------------------------------- loop
     async def run(self) -> None:
@@ -145,11 +155,13 @@ class PodRunner:
             asyncio.create_task(self._watch("endpointslices", None)),
         ]
         try:
-            while True:
+            while not self._stopping:
                 try:
                     await self.sync()
                 except Exception:  # keep the kubelet alive through API hiccups
                     log.exception("pod runner sync failed")
+                if self._stopping:
+                    break
                 try:
                     await asyncio.wait_for(self._wake.wait(), RESYNC_SECONDS)
                 except asyncio.TimeoutError:
@@ -158,10 +170,11 @@ class PodRunner:
         finally:
             for w in watches:
                 w.cancel()
+            await asyncio.wait(watches, timeout=2)
             await self.shutdown()
 
     async def _watch(self, kind: str, selector: str | None) -> None:
-        while True:
+        while not self._stopping:
             try:
                 async for _ in self.api.async_watch(kind, namespace=kr8s.ALL, label_selector=selector):
                     self._wake.set()
