@@ -190,11 +190,10 @@ class Reconciler:
             except Exception as e:  # the resync timer and the next event retry
                 log.warning("reconcile of %s/%s after a pod change failed: %s", namespace, name, e)
 
-    async def scheduler_url(self, spec: ClusterSpec, scheduler_pods: list[dict] | None = None) -> str:
+    def scheduler_url(self, spec: ClusterSpec, scheduler_pods: list[dict]) -> str:
+        """The scheduler API's base URL, given the Cluster's scheduler pods."""
         if self.access is SchedulerAccess.SERVICE:
             return scheduler_http_url(spec)
-        if scheduler_pods is None:
-            scheduler_pods = await self.kube.list("v1", "pods", spec.namespace, scheduler_selector(spec.name))
         ready = [p for p in scheduler_pods if _ready(p) and p["status"].get("podIP")]
         if not ready:
             raise SchedulerUnreachable("no Ready scheduler pod")
@@ -234,7 +233,7 @@ class Reconciler:
 
         scheduler_pods = await self.kube.list("v1", "pods", ns, scheduler_selector(spec.name))
         try:
-            self._scheduler_urls[(ns, spec.name)] = await self.scheduler_url(spec, scheduler_pods)
+            self._scheduler_urls[(ns, spec.name)] = self.scheduler_url(spec, scheduler_pods)
         except SchedulerUnreachable:
             self._scheduler_urls[(ns, spec.name)] = None
         if plan.retire:
@@ -275,7 +274,7 @@ class Reconciler:
     async def _retire(self, spec: ClusterSpec, n: int, observed: list[WorkerPod], pods: list[dict],
                       scheduler_pods: list[dict]) -> tuple[str, ...]:
         """Retire `n` workers through the scheduler; delete only what it retired."""
-        url = await self.scheduler_url(spec, scheduler_pods)
+        url = self.scheduler_url(spec, scheduler_pods)
         # A quick query first: a hung scheduler fails it in seconds, while the
         # retire call itself may legitimately take minutes of data movement.
         await self.scheduler.workers(url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -171,3 +172,18 @@ def start_operator(kubeconfig: Path) -> OperatorProcess:
     op = OperatorProcess(kubeconfig, kubeconfig.parent / "operator.log", free_ports(1)[0])
     op.start()
     return op
+
+
+@contextlib.contextmanager
+def operator_on_sandbox(state_dir: Path, *sandbox_args: str):
+    """A sandbox with deploy/ installed and the operator running; both stopped on exit."""
+    sb = start_sandbox(state_dir, *sandbox_args)
+    op = None
+    try:
+        kube = Kube(Path(sb.info.kubeconfig))
+        op = start_operator(install_deploy(kube, state_dir))
+        yield kube, sb.info, op
+    finally:
+        if op:
+            op.stop()
+        sb.stop()

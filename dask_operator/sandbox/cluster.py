@@ -397,7 +397,6 @@ class Sandbox:
 
     # ------------------------------------------------------------- helpers
     def kubectl(self, *args: str, input: str | None = None) -> str:
-        assert self.info or (self.dir / "admin.kubeconfig").exists()
         return subprocess.run(
             ["kubectl", f"--kubeconfig={self.dir / 'admin.kubeconfig'}", *args],
             input=input, capture_output=True, text=True, check=True,

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from distributed import Client  # noqa: E402
-from helpers import Kube, OperatorProcess, install_deploy, start_operator, start_sandbox, wait_for  # noqa: E402
+from helpers import Kube, operator_on_sandbox, wait_for  # noqa: E402
 from hpa_chain import (  # noqa: E402
     Timeline, cluster, follow_scale_up, hpa, scheduler_url, served_metric, use_metric_source,
 )
@@ -45,7 +45,7 @@ def _task():
     return slow
 
 
-def one_run(kube: Kube, info, op: OperatorProcess, source: str, run: int) -> Timeline:
+def one_run(kube: Kube, source: str, run: int) -> Timeline:
     ns = f"hpa-{source}-{run}"
     kube.kubectl("create", "namespace", ns)
     try:
@@ -73,16 +73,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="bench-hpa-"))
-    sb = start_sandbox(state)
-    op = None
-    try:
-        kube = Kube(Path(sb.info.kubeconfig))
-        op = start_operator(install_deploy(kube, state))
+    with operator_on_sandbox(state) as (kube, info, op):
         results: dict[str, list[Timeline]] = {}
         for source in ("scheduler", "operator"):
-            use_metric_source(sb.info, source, op.metrics_port)
+            use_metric_source(info, source, op.metrics_port)
             for run in range(args.runs):
-                timeline = one_run(kube, sb.info, op, source, run)
+                timeline = one_run(kube, source, run)
                 print(f"run {run + 1}: {timeline.line()}", flush=True)
                 results.setdefault(source, []).append(timeline)
 
@@ -95,10 +91,6 @@ def main() -> int:
             print(f"{source:>9}  " + "  ".join(f"{v:>22.1f}" for v in medians[source]))
         ratio = medians["operator"][-1] / medians["scheduler"][-1]
         print(f"ratio operator / scheduler source, to workers registered: {ratio:.2f}")
-    finally:
-        if op:
-            op.stop()
-        sb.stop()
     return 0
 
 

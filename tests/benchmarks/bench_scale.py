@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import kr8s.asyncio  # noqa: E402
-from helpers import Kube, install_deploy, start_operator, start_sandbox, wait_for  # noqa: E402
+from helpers import Kube, operator_on_sandbox, wait_for  # noqa: E402
 
 
 SIMULATE = {"sandbox.dask.charmtx.com/simulate": "true"}
@@ -118,11 +118,7 @@ async def main() -> int:
     args = parser.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
-    sb = start_sandbox(state, "--nodes", "4")
-    op = None
-    try:
-        kube = Kube(Path(sb.info.kubeconfig))
-        op = start_operator(install_deploy(kube, state))
+    with operator_on_sandbox(state, "--nodes", "4") as (kube, _, _op):
         kube.kubectl("create", "namespace", NAMESPACE)
 
         ours, peer = [], []
@@ -155,10 +151,6 @@ async def main() -> int:
         if args.json:
             args.json.write_text(json.dumps({"rows": rows, "ratio_created": ratio,
                                              "samples": {"operator": ours, "replicaset": peer}}, indent=2))
-    finally:
-        if op:
-            op.stop()
-        sb.stop()
     return 0
 
 
