@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 
 def _sandbox_parser(sub) -> None:
     p = sub.add_parser("sandbox", help="a real Kubernetes control plane on 127.0.0.1 (see README)")
-    p.add_argument("action", nargs="?", default="up", choices=["up", "build"],
-                   help="up: start and run until Ctrl-C (default); build: only build the binaries")
+    p.add_argument("action", nargs="?", default="up", choices=["up", "build", "address"],
+                   help="up: start and run until Ctrl-C (default); build: only build the binaries; "
+                        "address CLUSTER: print a scheduler address reachable from this host")
+    p.add_argument("cluster", nargs="?", help="with address: the Cluster's name")
+    p.add_argument("-n", "--namespace", help="with address: the Cluster's namespace (default: the current one)")
     p.add_argument("--state-dir", type=Path, help="where certificates, data and logs go (default: a temp dir)")
     p.add_argument("--nodes", type=int, default=2, help="kwok nodes (default 2)")
     p.add_argument("--crd", type=Path, action="append", default=None,
@@ -22,6 +26,8 @@ def _sandbox_parser(sub) -> None:
     p.add_argument("--scrape-interval", default="2s", help="Prometheus scrape interval (default 2s)")
     p.add_argument("--example", action="store_true",
                    help="also install deploy/, run the operator and apply example/")
+    p.add_argument("--with", dest="operators", default="",
+                   help="third-party operators to build and run too, comma-separated: kuberay, dco")
 
 
 def _run_parser(sub) -> None:
@@ -49,7 +55,8 @@ def _render_parser(sub) -> None:
 def run_main(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .operator import run, scheduler_access
+    from .operator import run
+    from .scheduler_access import SchedulerAccess
 
     namespaces = args.namespace
     if not args.all_namespaces and not namespaces:
@@ -62,7 +69,7 @@ def run_main(args: argparse.Namespace) -> int:
         liveness=args.liveness,
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         metrics_address=args.metrics_address,
-        access=scheduler_access(args.scheduler_access),
+        access=SchedulerAccess.choose(args.scheduler_access),
         desired_workers_interval=args.desired_workers_interval,
     ))
     return 0
@@ -99,15 +106,38 @@ def _defaults(given: list[Path] | None, default: Path) -> list[Path]:
 
 
 def sandbox_main(args: argparse.Namespace) -> int:
-    from .sandbox import run_sandbox
-    from .sandbox.build import ensure_binaries
+    try:
+        from .sandbox import run_sandbox
+        from .sandbox.access import scheduler_address
+        from .sandbox.build import ensure_binaries
+    except ImportError as e:  # the operator image and `pip install .` carry no sandbox
+        print(f"error: the sandbox is not installed ({e}): pip install -e '.[sandbox]' from a checkout",
+              file=sys.stderr)
+        return 2
+    if args.action == "address":
+        if not args.cluster:
+            print("error: sandbox address needs a Cluster name", file=sys.stderr)
+            return 2
+        try:
+            print(scheduler_address(args.cluster, args.namespace))
+        except LookupError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        return 0
+    from .sandbox.thirdparty import OPERATORS, ensure_operator
 
+    operators = tuple(o for o in args.operators.split(",") if o)
+    if unknown := [o for o in operators if o not in OPERATORS]:
+        print(f"error: unknown operators {unknown}; known: {', '.join(OPERATORS)}", file=sys.stderr)
+        return 2
     if args.action == "build":
         from .sandbox.build import servicemonitor_crd
 
         b = ensure_binaries()
         servicemonitor_crd()
         print(f"sandbox binaries ready in {b.kube_apiserver.parent}")
+        for name in operators:
+            print(f"{name} ready: {ensure_operator(name)}")
         return 0
     return run_sandbox(
         state_dir=args.state_dir,
@@ -117,6 +147,7 @@ def sandbox_main(args: argparse.Namespace) -> int:
         hpa_sync_period=args.hpa_sync_period,
         scrape_interval=args.scrape_interval,
         example=args.example,
+        operators=operators,
     )
 
 
@@ -133,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # kr8s warns at every connection when the server is newer than the
+    # versions it lists; it works with them, and the warning buries the logs.
+    warnings.filterwarnings("ignore", message="Kubernetes version .* is not supported")
     # One line per HTTP request, or per handled pod event, drowns what matters
     # (and costs CPU during a large scale); the operator logs its own actions.
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -14,6 +14,9 @@ LABEL_CLUSTER = f"{GROUP}/cluster"
 ROLE_SCHEDULER = "scheduler"
 ROLE_WORKER = "worker"
 
+# The CRD's ceiling on spec.workers.replicas.
+MAX_WORKERS = 10000
+
 # Annotation recording when the operator asked the scheduler to retire a worker.
 ANNOTATION_RETIRING = f"{GROUP}/retiring-since"
 
@@ -44,6 +47,10 @@ SCHEDULER_HTTP_ROUTES = (
 COND_AVAILABLE = "Available"
 COND_PROGRESSING = "Progressing"
 COND_SCALE_DOWN_BLOCKED = "ScaleDownBlocked"
+
+# The operator's own pods (deploy/) carry this label, value PART_OF.
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+PART_OF = "dask-operator"
 
 # Sandbox: pods with the role label run for real in the pod runner unless they
 # carry this label, in which case kwok simulates them.

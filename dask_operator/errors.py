@@ -41,3 +41,63 @@ class KubeApiError(DaskOperatorError):
     def __init__(self, code: int, message: str) -> None:
         self.code = code
         super().__init__(f"HTTP {code}: {message}")
+
+
+class ScalingError(DaskOperatorError):
+    """A scaling request through a backend that cannot be carried out; nothing was changed.
+
+    ``code`` is a stable, snake_case word for API error bodies; ``http_status``
+    the status an HTTP edge answers with.
+    """
+
+    code = "scale_failed"
+    http_status = 500
+
+
+class ClusterNotFound(ScalingError):
+    """No cluster of that kind and name in that namespace."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class OperatorNotInstalled(ScalingError):
+    """The resource's CRD is not served: its operator is not installed."""
+
+    code = "operator_not_installed"
+    http_status = 404
+
+
+class InvalidScale(ScalingError):
+    """Bad input: replicas that are not a non-negative integer, an unknown worker group, ..."""
+
+    code = "bad_request"
+    http_status = 400
+
+
+class NotScalable(ScalingError):
+    """The resource cannot be scaled this way (no autoscaling bounds, an unsupported field)."""
+
+    code = "not_scalable"
+    http_status = 409
+
+
+class ScaleDownUnsafe(ScalingError):
+    """The backend cannot tell which workers are safe to remove, so it removes none."""
+
+    code = "scale_down_unsafe"
+    http_status = 409
+
+
+class HeadNotFound(ScalingError):
+    """The cluster has no head pod (Dask scheduler, Ray head, Spark master) right now."""
+
+    code = "head_not_found"
+    http_status = 409
+
+
+class InvalidKind(ScalingError):
+    """A kind the API does not serve."""
+
+    code = "invalid_kind"
+    http_status = 400

@@ -3,9 +3,11 @@
 * Cluster created, resumed or its spec changed (`kubectl scale` included):
   full reconcile, children applied; a blocked scale-down raises
   `kopf.TemporaryError` so kopf retries with back-off.
-* A Cluster's worker or scheduler pod changed (`Reconciler.watch_pods`, a
+* A Cluster's worker or scheduler pod changed (`pod_watch.PodWatch`, a
   plain watch started here): a coalesced reconcile of that Cluster (status
   refresh, replacing lost pods), children not re-applied.
+* `desired_workers.DesiredWorkersPoller`, started here, exports each
+  scheduler's adaptive target.
 * A timer re-reconciles every Cluster as a safety net.
 
 Errors from the domain are translated here and nowhere else.
@@ -21,6 +23,8 @@ import kopf
 
 from . import constants as c
 from .errors import DaskOperatorError, InvalidSpec
+from .desired_workers import DesiredWorkersPoller
+from .pod_watch import PodWatch
 from .reconcile import Outcome, Reconciler
 
 RESYNC_SECONDS = 30.0
@@ -31,6 +35,8 @@ class Runtime:
     """What the handlers share; set by `operator.run` before kopf starts."""
 
     reconciler: Reconciler | None = None
+    pod_watch: PodWatch | None = None
+    poller: DesiredWorkersPoller | None = None
     namespaces: list[str] | None = None  # None: cluster-wide
     desired_workers_interval: float = 5.0  # 0: not polled
     tasks: list[asyncio.Task] = []
@@ -76,11 +82,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.batching.batch_window = 0.05
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
-    reconciler = _reconciler()
-    Runtime.tasks.append(asyncio.create_task(reconciler.watch_pods(Runtime.namespaces)))
-    if Runtime.desired_workers_interval > 0:
-        Runtime.tasks.append(asyncio.create_task(
-            reconciler.poll_desired_workers(Runtime.desired_workers_interval)))
+    if Runtime.pod_watch is not None:
+        Runtime.tasks.append(asyncio.create_task(Runtime.pod_watch.run(Runtime.namespaces)))
+    if Runtime.poller is not None:
+        Runtime.tasks.append(asyncio.create_task(Runtime.poller.run(Runtime.desired_workers_interval)))
 
 
 @kopf.on.cleanup()
@@ -115,3 +120,5 @@ async def cluster_resync(body: kopf.Body, logger: logging.Logger, **_: Any) -> N
 def cluster_delete(name: str, namespace: str, **_: Any) -> None:
     # Children carry owner references: the garbage collector removes them.
     _reconciler().forget(namespace, name)
+    if Runtime.pod_watch is not None:
+        Runtime.pod_watch.forget((namespace, name))

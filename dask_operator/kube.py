@@ -6,6 +6,7 @@ created on the hot path of a 100-pod scale-up.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -28,6 +29,16 @@ def _path(version: str, namespace: str | None, url: str) -> str:
     return f"{base}/namespaces/{namespace}/{url}" if namespace else f"{base}/{url}"
 
 
+def _error(method: str, url: str, code: int, text: str) -> KubeApiError:
+    """The API's error as a KubeApiError with its message, counted."""
+    metrics.API_ERRORS.labels(method=method, code=str(code)).inc()
+    try:
+        message = json.loads(text).get("message", text)
+    except (ValueError, AttributeError):
+        message = text
+    return KubeApiError(code, f"{method} {url}: {message}")
+
+
 class Kube:
     """The few verbs the operator needs, each one API call.
 
@@ -37,9 +48,12 @@ class Kube:
     when a scale creates a hundred pods at once.
     """
 
-    def __init__(self, api: kr8s.asyncio.Api) -> None:
+    def __init__(self, api: kr8s.asyncio.Api, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """`api` resolves credentials; `transport` (tests) replaces the network."""
         self.api = api
+        self.transport = transport
         self._http: httpx.AsyncClient | None = None
+        self._reauth = asyncio.Lock()
 
     @classmethod
     async def connect(cls) -> "Kube":
@@ -51,7 +65,7 @@ class Kube:
             headers = {"Authorization": f"Bearer {auth.token}"} if auth.token else {}
             self._http = httpx.AsyncClient(
                 base_url=auth.server, headers=headers, verify=await auth.ssl_context(),
-                http2=True, timeout=REQUEST_TIMEOUT_SECONDS,
+                http2=True, timeout=REQUEST_TIMEOUT_SECONDS, transport=self.transport,
             )
         return self._http
 
@@ -65,18 +79,20 @@ class Kube:
             client = await self._client()
             response = await client.request(method, _path(version, namespace, url), **kwargs)
             if response.status_code == 401 and attempt == 1:
-                await self.api.auth.reauthenticate()  # e.g. a rotated ServiceAccount token
-                await self.aclose()
+                await self._reauthenticate(client)
                 continue
             break
         if response.is_error:
-            metrics.API_ERRORS.labels(method=method, code=str(response.status_code)).inc()
-            try:
-                message = response.json().get("message", response.text)
-            except ValueError:
-                message = response.text
-            raise KubeApiError(response.status_code, f"{method} {url}: {message}")
+            raise _error(method, url, response.status_code, response.text)
         return response.json() if response.content else None
+
+    async def _reauthenticate(self, failed: httpx.AsyncClient) -> None:
+        """New credentials (e.g. a rotated ServiceAccount token), once for a burst of 401s:
+        only the first caller whose client was refused replaces it."""
+        async with self._reauth:
+            if self._http is failed:
+                await self.api.auth.reauthenticate()
+                await self.aclose()
 
     async def watch(self, version: str, plural: str, namespace: str | None, selector: str):
         """Yield (type, object) for every change, forever: list, then watch from
@@ -92,6 +108,8 @@ class Kube:
             try:
                 async with client.stream("GET", _path(version, namespace, plural), params=params,
                                          timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, read=360)) as r:
+                    if r.is_error:
+                        raise _error("WATCH", plural, r.status_code, (await r.aread()).decode(errors="replace"))
                     async for line in r.aiter_lines():
                         if not line:
                             continue
@@ -103,9 +121,22 @@ class Kube:
             except httpx.HTTPError as e:
                 log.debug("watch %s ended: %s", plural, e)
 
-    async def list(self, version: str, plural: str, namespace: str, selector: str) -> list[dict]:
-        body = await self._call("GET", version, namespace, plural, params={"labelSelector": selector})
+    async def list(self, version: str, plural: str, namespace: str | None, selector: str | None) -> list[dict]:
+        """Objects in `namespace` (None: every namespace) matching `selector` (None: all)."""
+        params = {"labelSelector": selector} if selector else {}
+        body = await self._call("GET", version, namespace, plural, params=params)
         return body["items"]
+
+    async def served(self, version: str, plural: str) -> bool:
+        """Whether the API server serves this resource (its CRD is installed)."""
+        base = "/api/v1" if version == "v1" else f"/apis/{version}"
+        client = await self._client()
+        response = await client.get(base)
+        if response.status_code == 404:
+            return False
+        if response.is_error:
+            raise _error("GET", base, response.status_code, response.text)
+        return any(r.get("name") == plural for r in response.json().get("resources", ()))
 
     async def get(self, version: str, plural: str, namespace: str, name: str) -> dict | None:
         try:

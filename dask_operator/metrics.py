@@ -34,18 +34,18 @@ def record_status(namespace: str, cluster: str, status: dict) -> None:
     RETIRING_WORKERS.labels(namespace, cluster).set(len(workers.get("retiring", [])))
 
 
+def _remove(gauge: Gauge, namespace: str, cluster: str) -> None:
+    try:
+        gauge.remove(namespace, cluster)
+    except KeyError:  # older prometheus_client versions raise for an absent series
+        pass
+
+
 def forget_cluster(namespace: str, cluster: str) -> None:
     for gauge in (DESIRED_WORKERS, WORKERS, READY_WORKERS, RETIRING_WORKERS):
-        try:
-            gauge.remove(namespace, cluster)
-        except KeyError:
-            pass
+        _remove(gauge, namespace, cluster)
 
 
-def forget_desired_workers(namespace: str, cluster: str) -> bool:
-    """Remove the series (absent, not 0); True when there was one."""
-    try:
-        DESIRED_WORKERS.remove(namespace, cluster)
-    except KeyError:
-        return False
-    return True
+def forget_desired_workers(namespace: str, cluster: str) -> None:
+    """Remove the series: absent, not 0."""
+    _remove(DESIRED_WORKERS, namespace, cluster)

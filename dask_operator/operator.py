@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 import kopf
 from prometheus_client import start_http_server
 
 from . import handlers
+from .dask_scheduler import DaskSchedulerClient
+from .desired_workers import DesiredWorkersPoller
 from .kube import Kube
-from .reconcile import Reconciler, SchedulerAccess
-from .scheduler import SchedulerClient
+from .pod_watch import PodWatch
+from .reconcile import Reconciler
+from .scheduler_access import SchedulerAccess, SchedulerEndpoints
 
 log = logging.getLogger(__name__)
-
-SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
-
-
-def in_cluster() -> bool:
-    return "KUBERNETES_SERVICE_HOST" in os.environ and SERVICE_ACCOUNT_TOKEN.exists()
-
-
-def scheduler_access(choice: str) -> SchedulerAccess:
-    """`auto`: Service DNS inside the cluster, the scheduler pod's IP outside."""
-    if choice == "auto":
-        return SchedulerAccess.SERVICE if in_cluster() else SchedulerAccess.POD_IP
-    return SchedulerAccess(choice)
 
 
 async def run(
@@ -43,8 +31,13 @@ async def run(
     if metrics_port is not None:
         start_http_server(metrics_port, addr=metrics_address)
         log.info("serving /metrics on %s:%d", metrics_address, metrics_port)
-    scheduler = SchedulerClient()
-    handlers.Runtime.reconciler = Reconciler(await Kube.connect(), scheduler, access)
+    dask = DaskSchedulerClient()
+    kube = await Kube.connect()
+    endpoints = SchedulerEndpoints()
+    reconciler = Reconciler(kube, dask, access, endpoints)
+    handlers.Runtime.reconciler = reconciler
+    handlers.Runtime.pod_watch = PodWatch(kube, reconciler.reconcile_by_name)
+    handlers.Runtime.poller = DesiredWorkersPoller(endpoints, dask) if desired_workers_interval > 0 else None
     handlers.Runtime.namespaces = None if clusterwide else namespaces
     handlers.Runtime.desired_workers_interval = desired_workers_interval
     log.info("reaching schedulers by %s", access.value)
@@ -56,4 +49,5 @@ async def run(
             standalone=True,  # no kopf.dev peering objects: one replica, no extra RBAC
         )
     finally:
-        await scheduler.aclose()
+        await dask.aclose()
+        await kube.aclose()

@@ -2,9 +2,13 @@
 
 By default one sandbox (`dask-operator sandbox up`) is started per test session
 and stopped at its end. With `--kubeconfig PATH` (or `KUBECONFIG` set) the
-suite runs against that cluster instead, kind for example; tests that need the
-sandbox's own machinery (its pod network, Prometheus, process table) then say
-so in their skip reason.
+suite runs against that cluster instead, kind for example: deploy/ is applied
+there too, and the operator runs as its own pod from deploy/'s image; tests
+that need the sandbox's own machinery (its pod network, Prometheus, process
+table, the host-run operator) say so in their skip reason.
+
+Every test's namespace is deleted after it and waited for; cluster-scoped
+objects a test makes are removed by the test.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import (  # noqa: E402
     ROOT,
     Kube,
-    OperatorProcess,
+    OperatorPod,
     SandboxProcess,
     install_deploy,
-    start_operator,
+    service_account_kubeconfig,
     start_sandbox,
+    wait_operator_ready,
 )
 
 from dask_operator.sandbox import SandboxInfo  # noqa: E402
@@ -68,22 +73,39 @@ def sandbox(sandbox_process: SandboxProcess | None) -> SandboxInfo:
 
 @pytest.fixture
 def namespace(kube: Kube, request: pytest.FixtureRequest) -> str:
-    """A fresh namespace per test, deleted afterwards."""
+    """A fresh namespace per test, deleted afterwards and waited for."""
     name = "t-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40].strip("-")
     name = f"{name}-{int(time.time() * 1000) % 100000}"
     kube.kubectl("create", "namespace", name)
     yield name
-    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    kube.kubectl("delete", "namespace", name, "--wait=true", "--timeout=180s")
 
 
 @pytest.fixture(scope="session")
-def deployed(kube: Kube, sandbox: SandboxInfo, tmp_path_factory) -> Path:
-    """deploy/ installed; the operator's ServiceAccount kubeconfig."""
-    return install_deploy(kube, tmp_path_factory.mktemp("operator"))
+def deployed(kube: Kube, tmp_path_factory) -> Path:
+    """`kubectl apply -k deploy/` done and the operator's pod Ready; returns a
+    kubeconfig holding deploy/'s ServiceAccount token (for RBAC checks)."""
+    install_deploy(kube)
+    wait_operator_ready(kube, timeout=300)
+    return service_account_kubeconfig(kube, tmp_path_factory.mktemp("operator") / "operator.kubeconfig")
 
 
-@pytest.fixture(scope="session")
-def operator(deployed: Path) -> OperatorProcess:
-    op = start_operator(deployed)
+@pytest.fixture
+def operator(kube: Kube, deployed: Path, sandbox_process: SandboxProcess | None, request) -> OperatorPod:
+    """The operator's own pod from deploy/, Ready. When the test fails in the
+    sandbox, the tail of the operator's log is printed with the report."""
+    op = OperatorPod(kube)
+    op.pod()
     yield op
-    op.stop()
+    report = getattr(request.node, "rep_call", None)
+    if sandbox_process is not None and report is not None and report.failed:
+        for log in sorted(Path(sandbox_process.info.state_dir, "pods").glob("default_dask-operator-*/container.log")):
+            print(f"\n--- {log.parent.name}: last 40 lines ---\n" + "\n".join(
+                log.read_text(errors="replace").splitlines()[-40:]))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

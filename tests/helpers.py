@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import yaml
 
+from dask_operator.core.pods import pod_ready
 from dask_operator.sandbox import SandboxInfo
 from dask_operator.sandbox.cluster import write_token_kubeconfig
 
@@ -102,8 +103,54 @@ def start_sandbox(state_dir: Path, *extra: str, timeout: float = 1800) -> Sandbo
 
 
 # ------------------------------------------------------------------ operator
-class OperatorProcess:
-    """The operator on the host, authenticated as deploy/'s ServiceAccount."""
+OPERATOR_NAMESPACE = "default"
+OPERATOR_SELECTOR = "app.kubernetes.io/name=dask-operator"
+
+
+def install_deploy(kube: Kube) -> None:
+    """`kubectl apply -k deploy/`, as the seed says, into the default namespace."""
+    kube.kubectl("apply", "-k", str(ROOT / "deploy"), "-n", OPERATOR_NAMESPACE)
+
+
+def operator_pods(kube: Kube) -> list[dict]:
+    return kube.pods(OPERATOR_NAMESPACE, OPERATOR_SELECTOR)
+
+
+def wait_operator_ready(kube: Kube, timeout: float = 120) -> dict:
+    """Wait until deploy/'s Deployment has rolled out one Ready operator pod; return that pod."""
+    def ready() -> dict | None:
+        d = kube.get("deployment", "dask-operator", "-n", OPERATOR_NAMESPACE)
+        st = d.get("status", {})
+        if st.get("observedGeneration") != d["metadata"]["generation"] or st.get("updatedReplicas") != 1 \
+                or st.get("availableReplicas") != 1 or st.get("replicas") != 1:
+            return None
+        pods = [p for p in operator_pods(kube) if pod_ready(p)]
+        return pods[0] if len(pods) == 1 else None
+    return wait_for(ready, timeout, "the operator's own pod Ready (deploy/'s Deployment rolled out)")
+
+
+@dataclass(frozen=True)
+class OperatorPod:
+    """The operator as users run it: deploy/'s Deployment, one pod."""
+
+    kube: Kube
+
+    def pod(self) -> dict:
+        return wait_operator_ready(self.kube)
+
+    @property
+    def metrics_url(self) -> str:
+        """/metrics on the pod's IP (reachable from the host on the sandbox's bridge)."""
+        return f"http://{self.pod()['status']['podIP']}:8000/metrics"
+
+
+class HostOperator:
+    """The operator as a host process, authenticated as deploy/'s ServiceAccount.
+
+    Only for tests that SIGKILL the operator at a chosen moment or profile it;
+    `host_operator()` scales deploy/'s Deployment to 0 meanwhile, so that one
+    operator runs at a time.
+    """
 
     def __init__(self, kubeconfig: Path, log: Path, metrics_port: int, env: dict[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig
@@ -146,44 +193,45 @@ class OperatorProcess:
         self.start()
 
 
-def service_account_kubeconfig(kube: Kube, path: Path, namespace: str = "default",
+def service_account_kubeconfig(kube: Kube, path: Path, namespace: str = OPERATOR_NAMESPACE,
                                account: str = "dask-operator") -> Path:
     """A kubeconfig holding a TokenRequest token for the ServiceAccount."""
     token = kube.kubectl("create", "token", account, "-n", namespace, "--duration=24h").stdout.strip()
     return write_token_kubeconfig(kube.kubeconfig, token, account, path)
 
 
-def install_deploy(kube: Kube, state_dir: Path) -> Path:
-    """`kubectl apply -k deploy/` as the seed says; returns a kubeconfig for the
-    operator holding deploy/'s ServiceAccount token.
+@contextlib.contextmanager
+def host_operator(kube: Kube, state_dir: Path, restore: bool = True):
+    """deploy/'s operator pod scaled away, the operator run on the host in its place.
 
-    In the sandbox the operator runs on the host (the apiserver listens on
-    127.0.0.1 only, which pods cannot reach), so deploy/'s Deployment is
-    scaled to 0 and the host process authenticates as its ServiceAccount.
+    With `restore`, the Deployment is scaled back to 1 and waited for on exit.
     """
-    kube.kubectl("apply", "-k", str(ROOT / "deploy"), "-n", "default")
-    kube.kubectl("scale", "deployment/dask-operator", "--replicas=0", "-n", "default")
-    return service_account_kubeconfig(kube, state_dir / "operator.kubeconfig")
-
-
-def start_operator(kubeconfig: Path) -> OperatorProcess:
     from dask_operator.sandbox.cluster import free_ports
 
-    op = OperatorProcess(kubeconfig, kubeconfig.parent / "operator.log", free_ports(1)[0])
+    kube.kubectl("scale", "deployment/dask-operator", "--replicas=0", "-n", OPERATOR_NAMESPACE)
+    wait_for(lambda: not operator_pods(kube), 60, "the operator pod gone")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    kubeconfig = service_account_kubeconfig(kube, state_dir / "operator.kubeconfig")
+    op = HostOperator(kubeconfig, state_dir / "operator.log", free_ports(1)[0])
     op.start()
-    return op
+    try:
+        yield op
+    finally:
+        op.stop()
+        if restore:
+            kube.kubectl("scale", "deployment/dask-operator", "--replicas=1", "-n", OPERATOR_NAMESPACE)
+            wait_operator_ready(kube)
 
 
 @contextlib.contextmanager
 def operator_on_sandbox(state_dir: Path, *sandbox_args: str):
-    """A sandbox with deploy/ installed and the operator running; both stopped on exit."""
+    """A sandbox with deploy/ installed and the operator run on the host (benchmarks
+    profile it); both stopped on exit."""
     sb = start_sandbox(state_dir, *sandbox_args)
-    op = None
     try:
         kube = Kube(Path(sb.info.kubeconfig))
-        op = start_operator(install_deploy(kube, state_dir))
-        yield kube, sb.info, op
+        install_deploy(kube)
+        with host_operator(kube, state_dir, restore=False) as op:
+            yield kube, sb.info, op
     finally:
-        if op:
-            op.stop()
         sb.stop()

@@ -21,6 +21,7 @@ import yaml
 
 from helpers import ROOT, Kube, wait_for
 
+from dask_operator.core.pods import pod_ready
 from dask_operator.sandbox import SandboxInfo
 from dask_operator.sandbox.cluster import merge_rules
 
@@ -29,10 +30,13 @@ RULES = {"scheduler": ROOT / "adapter-rules" / "scheduler.yaml",
          "operator": ROOT / "adapter-rules" / "operator.yaml"}
 
 
-def use_metric_source(info: SandboxInfo, source: str, operator_metrics_port: int) -> None:
-    """Load the adapter with one source's rules; let Prometheus scrape the operator."""
-    (Path(info.file_sd_dir) / "dask-operator.json").write_text(json.dumps(
-        [{"targets": [f"127.0.0.1:{operator_metrics_port}"], "labels": {"job": "dask-operator"}}]))
+def use_metric_source(info: SandboxInfo, source: str, host_operator_port: int | None = None) -> None:
+    """Load the adapter with one source's rules. Prometheus scrapes the operator's
+    pod through its Service by itself; a host-run operator (benchmarks) is
+    announced to it on `host_operator_port`."""
+    if host_operator_port is not None:
+        (Path(info.file_sd_dir) / "dask-operator.json").write_text(json.dumps(
+            [{"targets": [f"127.0.0.1:{host_operator_port}"], "labels": {"job": "dask-operator"}}]))
     rules = Path(info.adapter_rules)
     wanted = yaml.safe_dump(merge_rules([RULES[source]]))
     if rules.read_text() == wanted:
@@ -85,8 +89,9 @@ def worker_pods(kube: Kube, ns: str, name: str) -> list[dict]:
 
 
 def scheduler_url(kube: Kube, ns: str, name: str) -> str | None:
+    """The Ready scheduler pod's IP."""
     for p in kube.pods(ns, f"dask.charmtx.com/cluster={name},dask.charmtx.com/role=scheduler"):
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", [])):
+        if pod_ready(p):
             return p["status"]["podIP"]
     return None
 

@@ -39,6 +39,8 @@ Worker:
     ``scheduler-address`` config) and ``DASK_WORKER_NAME`` (the pod name);
   - port ``http-dashboard`` 8788;
   - ``restartPolicy: Always``;
+  - ``lifecycle``: a preStop hook that retires the worker through the
+    scheduler before SIGTERM, whoever deletes the pod (``core.retire_hook``);
   - no readiness probe: Ready then means "started", so a worker that may hold
     data is never mistaken for an unready, disposable one.
 """
@@ -51,6 +53,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dask_operator import constants as c
+from dask_operator.core.retire_hook import retire_self_lifecycle
 from dask_operator.core.spec import ClusterSpec
 
 DEFAULT_RESOURCES = {
@@ -258,6 +261,7 @@ def _worker_container_defaults(container: dict[str, Any], spec: ClusterSpec, nam
         container,
         {ENV_SCHEDULER_ADDRESS: scheduler_address(spec), ENV_WORKER_NAME: name},
     )
+    container.setdefault("lifecycle", retire_self_lifecycle())
 
 
 # ---------------------------------------------------------------- shared pieces

@@ -8,11 +8,12 @@ plan compares with the desired replicas.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from dask_operator import constants as c
 from dask_operator.core.manifests import worker_pod_name
+from dask_operator.core.pods import pod_ready
 
 RUNNING = "Running"
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
@@ -38,10 +39,7 @@ class WorkerPod:
         return cls(
             name=metadata["name"],
             phase=status.get("phase") or "Pending",
-            ready=any(
-                cond.get("type") == "Ready" and cond.get("status") == "True"
-                for cond in status.get("conditions") or ()
-            ),
+            ready=pod_ready(pod),
             deleting=bool(metadata.get("deletionTimestamp")),
             retiring_since=annotations.get(c.ANNOTATION_RETIRING),
             created=str(metadata.get("creationTimestamp") or ""),
@@ -115,6 +113,20 @@ def plan_workers(
         delete=tuple(doomed + [p.name for p in idle]),
         retire=surplus - len(idle),
     )
+
+
+def unregistered_surplus(
+    cluster_name: str, retire: int, pods: Sequence[WorkerPod], registered: Collection[str]
+) -> tuple[str, ...]:
+    """Of ``retire`` surplus workers, the pods to delete without asking the scheduler.
+
+    A serving pod whose worker the scheduler has not registered (its name is not
+    in ``registered``, the scheduler's worker names) holds no data: such pods go
+    first, like pods that are not Ready -- newest first, then highest index --
+    up to ``retire`` of them. The rest of the surplus is the scheduler's to retire.
+    """
+    unknown = [p for p in live_pods(pods) if p.serving and p.name not in registered]
+    return tuple(p.name for p in _disposal_order(cluster_name, unknown)[:retire])
 
 
 def _free_names(cluster_name: str, taken: set[str], count: int) -> tuple[str, ...]:

@@ -24,10 +24,11 @@ def run_sandbox(
     hpa_sync_period: str,
     scrape_interval: str,
     example: bool = False,
+    operators: tuple[str, ...] = (),
 ) -> int:
     config = SandboxConfig(
         state_dir=state_dir, nodes=nodes, crds=crds, adapter_rules=adapter_rules,
-        hpa_sync_period=hpa_sync_period, scrape_interval=scrape_interval,
+        hpa_sync_period=hpa_sync_period, scrape_interval=scrape_interval, operators=operators,
     )
     sandbox = Sandbox(config)
 
@@ -43,8 +44,11 @@ def run_sandbox(
         print(f"prometheus: {info.prometheus}  state: {info.state_dir}", flush=True)
         if example:
             sandbox.run_example(Path.cwd())
-            print("example: kubectl get daskclusters,pods -A; "
-                  "kubectl scale clusters.dask.charmtx.com/example-dask --replicas=3", flush=True)
+            print("example: deploy/ and example/ applied; the operator runs as its own pod. Try:\n"
+                  "  kubectl get daskclusters,pods\n"
+                  "  kubectl scale clusters.dask.charmtx.com/example-dask --replicas=2\n"
+                  "  dask-operator sandbox address example-dask   # a scheduler address for distributed.Client",
+                  flush=True)
         asyncio.run(sandbox.serve())
     except KeyboardInterrupt:
         pass

@@ -1,9 +1,11 @@
-"""Start and stop a real Kubernetes control plane on 127.0.0.1.
+"""Start and stop a real Kubernetes control plane on this machine.
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok,
 Prometheus and prometheus-adapter run as child processes of one supervisor
 (`dask-operator sandbox up`), each on a free loopback port, with state under
 one directory; the pod runner (a small kubelet) runs inside the supervisor.
+The API server alone listens on the sandbox bridge's gateway address instead,
+so that pods reach it too (the `kubernetes` Service's endpoint).
 The supervisor writes `sandbox.json` (kubeconfig path, URLs, PIDs) when the
 whole sandbox is ready and stops every process it started, by PID, on
 SIGTERM/SIGINT or when its own parent dies.
@@ -21,7 +23,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,7 +32,7 @@ import httpx
 import yaml
 
 from . import kwok as kwok_config
-from . import netns, procs
+from . import netns, procs, thirdparty
 from .build import Binaries, ensure_binaries
 from .pki import KeyPair, Pki, make_pki
 from .podrunner import PodRunner
@@ -39,6 +40,8 @@ from .podrunner import PodRunner
 log = logging.getLogger(__name__)
 
 SERVICE_CIDR = "10.96.0.0/16"
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+APISERVER_PORT = 443
 ADAPTER_NAMESPACE = "sandbox-system"
 ADAPTER_SERVICE = "prometheus-adapter"
 READY_FILE = "sandbox.json"
@@ -59,6 +62,7 @@ class SandboxConfig:
     crds: list[Path] = field(default_factory=list)
     feature_gates: dict[str, bool] = field(default_factory=lambda: {"HPAScaleToZero": True})
     start_timeout: float = 120.0
+    operators: tuple[str, ...] = ()  # third-party operators to run (`thirdparty.OPERATORS`)
 
 
 @dataclass
@@ -74,10 +78,16 @@ class SandboxInfo:
     pids: dict[str, int]
     file_sd_dir: str
     adapter_rules: str
+    operators: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> {pid, <port name>: port}
 
     @classmethod
     def load(cls, state_dir: Path) -> "SandboxInfo":
         return cls(**json.loads((state_dir / READY_FILE).read_text()))
+
+    @property
+    def network(self) -> netns.Network:
+        """The sandbox's bridge and pod address layout."""
+        return netns.Network.from_cidr(self.pod_cidr)
 
 
 def free_ports(n: int) -> list[int]:
@@ -153,15 +163,24 @@ class Sandbox:
 
     # --------------------------------------------------------------- start
     def start(self) -> SandboxInfo:
+        # Builds first: a cold one takes minutes, which the start deadline excludes.
+        self.binaries = self.binaries or ensure_binaries()
+        operators = {name: thirdparty.ensure_operator(name) for name in self.config.operators}
+        crds = list(self.config.crds) + [f for name in operators for f in thirdparty.crd_files(name)]
         t0 = time.monotonic()
         deadline = t0 + self.config.start_timeout
-        self.binaries = self.binaries or ensure_binaries()
         b = self.binaries
-        self.pki = pki = make_pki(self.dir / "pki")
         self.network = net = netns.create_network()
-        (etcd_client, etcd_peer, api_port, kcm_port, sched_port, kwok_port, prom_port,
-         adapter_port) = free_ports(8)
-        server = f"https://127.0.0.1:{api_port}"
+        # The API server listens on the bridge's gateway address, which both
+        # the host and the pods reach; its certificate also names the
+        # `kubernetes` Service's ClusterIP.
+        self.pki = pki = make_pki(self.dir / "pki", (str(net.gateway), KUBERNETES_SERVICE_IP))
+        # On 443, like a real cluster's `kubernetes` Service: in-cluster clients
+        # that dial https://kubernetes.default.svc (kopf does) reach it. Each
+        # sandbox has its own gateway address, so sandboxes do not collide.
+        api_port = self.api_port = APISERVER_PORT
+        (etcd_client, etcd_peer, kcm_port, sched_port, kwok_port, prom_port, adapter_port) = free_ports(7)
+        server = f"https://{net.gateway}:{api_port}"
         admin = write_kubeconfig(self.dir / "admin.kubeconfig", server, pki.ca, pki.admin, "admin")
         kcm_kc = write_kubeconfig(self.dir / "kcm.kubeconfig", server, pki.ca, pki.controller_manager,
                                   "system:kube-controller-manager")
@@ -188,7 +207,7 @@ class Sandbox:
         self._spawn("kube-apiserver", [
             str(b.kube_apiserver),
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+            f"--bind-address={net.gateway}", f"--advertise-address={net.gateway}", f"--secure-port={api_port}",
             f"--tls-cert-file={pki.apiserver.cert}", f"--tls-private-key-file={pki.apiserver.key}",
             f"--client-ca-file={pki.ca.cert}",
             "--authorization-mode=Node,RBAC",
@@ -204,8 +223,6 @@ class Sandbox:
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={pki.front_proxy_client.cert}",
             f"--proxy-client-key-file={pki.front_proxy_client.key}",
-            # 127.0.0.1 is not a valid Endpoints IP.
-            "--endpoint-reconciler-type=none",
             # Debian's etcd 3.4 lacks RequestWatchProgress, which WatchList needs.
             f"--feature-gates=WatchList=false{',' + gates if gates else ''}",
             "--allow-privileged=true", "--profiling=false", "--event-ttl=1h",
@@ -215,8 +232,12 @@ class Sandbox:
 
         # CRDs before the controller-manager: its RESTMapper would otherwise
         # see them only after its ~30 s reset (the HPA needs their /scale).
-        if self.config.crds:
-            self.kubectl(*sum((["-f", str(c)] for c in self.config.crds), ["apply"]))
+        # Server-side: some third-party CRDs exceed client-side apply's
+        # 256 KiB last-applied annotation (KubeRay's RayJob is 1.3 MB).
+        if crds:
+            files = sum((["-f", str(c)] for c in crds), [])
+            self.kubectl("apply", "--server-side", "--force-conflicts", *files)
+            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", *files)
         self.kubectl_apply(self._bootstrap_objects(adapter_port))
 
         flex = self.dir / "flexvolume"
@@ -295,18 +316,29 @@ class Sandbox:
               deadline, self.procs)
         _wait("custom metrics APIService", api_service_available, deadline, self.procs)
         client.close()
+        started = {name: self._start_operator(name, binary, admin, deadline) for name, binary in operators.items()}
 
         self.info = SandboxInfo(
             state_dir=str(self.dir), kubeconfig=str(admin), apiserver=server,
             prometheus=f"http://127.0.0.1:{prom_port}", pod_cidr=str(net.cidr),
             supervisor_pid=os.getpid(), pids={n: p.pid for n, p in self.procs.items()},
-            file_sd_dir=str(file_sd), adapter_rules=str(rules),
+            file_sd_dir=str(file_sd), adapter_rules=str(rules), operators=started,
         )
         log.info("sandbox ready in %.1fs: %s", time.monotonic() - t0, server)
         return self.info
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        self.procs[name] = procs.spawn(name, argv, self.logs)
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.procs[name] = procs.spawn(name, argv, self.logs, env=env)
+
+    def _start_operator(self, name: str, binary: Path, kubeconfig: Path, deadline: float) -> dict[str, int]:
+        """Run a third-party operator (admin credentials, loopback ports) until its /readyz answers."""
+        ports = free_ports(thirdparty.ports_needed(name))
+        argv, env = thirdparty.operator_argv(name, binary, kubeconfig, ports)
+        self._spawn(name, argv, {**os.environ, **env})
+        named = dict(zip(thirdparty.OPERATORS[name].ports, ports))
+        _wait(f"{name} /readyz", lambda: httpx.get(
+            f"http://127.0.0.1:{named['health']}/readyz").status_code == 200, deadline, self.procs)
+        return {"pid": self.procs[name].pid, **named}
 
     def _adapter_argv(self, admin: Path, port: int, prom_port: int, rules: Path) -> list[str]:
         assert self.binaries and self.pki
@@ -387,6 +419,19 @@ class Sandbox:
                     ],
                 },
                 {
+                    # What deploy/monitoring's operator ServiceMonitor generates:
+                    # the operator's metrics Service, its series' own labels kept.
+                    "job_name": "dask-operator",
+                    "honor_labels": True,
+                    "kubernetes_sd_configs": [sd],
+                    "relabel_configs": [
+                        {"source_labels": ["__meta_kubernetes_service_label_app_kubernetes_io_name"],
+                         "regex": "dask-operator", "action": "keep"},
+                        {"source_labels": ["__meta_kubernetes_endpoint_port_name"],
+                         "regex": "metrics", "action": "keep"},
+                    ],
+                },
+                {
                     # Processes on the host (the operator in tests) add themselves
                     # as JSON files here; Prometheus picks them up on its own.
                     "job_name": "file-sd",
@@ -406,25 +451,13 @@ class Sandbox:
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
 
     def run_example(self, root: Path) -> None:
-        """`kubectl apply -k deploy/`, the operator as deploy/'s ServiceAccount, `kubectl apply -k example/`.
+        """Seed 003's commands: `kubectl apply -k deploy/`, then `kubectl apply -k example/`.
 
-        The operator runs on the host: the apiserver listens on 127.0.0.1,
-        which pods cannot reach, so deploy/'s Deployment is scaled to 0.
+        The operator runs as deploy/'s own pod, started by the pod runner
+        once `serve()` runs.
         """
         self.kubectl("apply", "-k", str(root / "deploy"), "-n", "default")
-        self.kubectl("scale", "deployment/dask-operator", "--replicas=0", "-n", "default")
-        token = self.kubectl("create", "token", "dask-operator", "-n", "default", "--duration=24h").strip()
-        kubeconfig = write_token_kubeconfig(
-            self.dir / "admin.kubeconfig", token, "dask-operator", self.dir / "operator.kubeconfig")
-        self.procs["dask-operator"] = procs.spawn(
-            "dask-operator",
-            [sys.executable, "-m", "dask_operator", "run", "--all-namespaces", "--metrics-address", "127.0.0.1"],
-            self.logs, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        )
         self.kubectl("apply", "-k", str(root / "example"))
-        if self.info:
-            self.info.pids["dask-operator"] = self.procs["dask-operator"].pid
-            self.write_info()
 
     # ---------------------------------------------------------------- stop
     def stop(self) -> None:
@@ -447,7 +480,7 @@ class Sandbox:
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(
             signal.SIGHUP, lambda: asyncio.ensure_future(asyncio.to_thread(self.reload_adapter)))
-        runner = PodRunner(Path(self.info.kubeconfig), self.network, self.dir)
+        runner = PodRunner(Path(self.info.kubeconfig), self.network, self.dir, self.api_port)
         task = asyncio.create_task(runner.run())
         self.write_info()
         await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)

@@ -1,10 +1,12 @@
 """kwok's configuration: its Stages and the fake nodes it keeps Ready.
 
 kwok simulates every pod on its nodes except those the pod runner runs for
-real (`podrunner.RUNNER_SELECTOR`: the Dask role label without the simulate
-label). Stage selectors are conjunctions, so each pod stage is written twice:
-once for pods without the role label, once for pods with the simulate label;
-together they are exactly the complement of the runner's selector.
+real (`podrunner.RUNNER_SELECTORS`: the Dask role label, or
+`app.kubernetes.io/part-of=dask-operator`, without the simulate label). Stage
+selectors are conjunctions, so each pod stage is written twice: once for pods
+with neither the role label nor the part-of value, once for pods with the
+simulate label; together they are exactly the complement of the runner's
+selectors.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from importlib import resources
 
 import yaml
 
-from ..constants import LABEL_ROLE, SANDBOX_SIMULATE_LABEL
+from ..constants import LABEL_PART_OF, LABEL_ROLE, PART_OF, SANDBOX_SIMULATE_LABEL
 
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
 _KWOK_SIDES = (
-    ("plain", {"key": f'.metadata.labels["{LABEL_ROLE}"]', "operator": "DoesNotExist"}),
-    ("simulated", {"key": f'.metadata.labels["{SANDBOX_SIMULATE_LABEL}"]', "operator": "Exists"}),
+    ("plain", [{"key": f'.metadata.labels["{LABEL_ROLE}"]', "operator": "DoesNotExist"},
+               {"key": f'.metadata.labels["{LABEL_PART_OF}"]', "operator": "NotIn", "values": [PART_OF]}]),
+    ("simulated", [{"key": f'.metadata.labels["{SANDBOX_SIMULATE_LABEL}"]', "operator": "Exists"}]),
 )
 
 
@@ -42,10 +45,10 @@ def render() -> str:
         if stage["spec"]["resourceRef"]["kind"] != "Pod":
             docs.append(stage)
             continue
-        for side, expr in _KWOK_SIDES:
+        for side, exprs in _KWOK_SIDES:
             copy = yaml.safe_load(yaml.safe_dump(stage))
             copy["metadata"]["name"] = f"{stage['metadata']['name']}-{side}"
-            copy["spec"]["selector"].setdefault("matchExpressions", []).append(expr)
+            copy["spec"]["selector"].setdefault("matchExpressions", []).extend(exprs)
             docs.append(copy)
     return yaml.safe_dump_all(docs, sort_keys=False)
 

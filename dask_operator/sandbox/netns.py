@@ -49,6 +49,11 @@ def _link_exists(name: str) -> bool:
 class Network:
     index: int
 
+    @classmethod
+    def from_cidr(cls, cidr: str) -> "Network":
+        """The network whose pod CIDR is `cidr` (as `SandboxInfo.pod_cidr` records it)."""
+        return cls(ipaddress.IPv4Network(cidr).network_address.packed[2] // 4)
+
     @property
     def bridge(self) -> str:
         return f"dsb{self.index}"
@@ -125,9 +130,17 @@ def list_namespaces(net: Network) -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.startswith(prefix)]
 
 
+def pod_pids(net: Network, pod_uid: str) -> list[int]:
+    """The processes running in a pod's network namespace."""
+    out = ip("netns", "pids", net.netns_name(pod_uid), check=False).stdout
+    return [int(p) for p in out.split()]
+
+
 def create_pod_namespace(net: Network, name: str, veth: str, address: str) -> None:
     """A namespace with lo and eth0 at `address`, its peer plugged into the bridge."""
     delete_pod_namespace(name)
+    # Forget any neighbour entry a former holder of the address left on the host.
+    ip("neigh", "flush", "to", address, "dev", net.bridge, check=False)
     ip("netns", "add", name)
     peer = f"{veth}p"
     ip("link", "add", veth, "type", "veth", "peer", "name", peer)
@@ -144,6 +157,7 @@ def create_pod_namespace(net: Network, name: str, veth: str, address: str) -> No
     # get eth0's address, and anything sent that way dies unanswered at ARP.
     ip(*inside, "route", "add", "default", "via", str(net.void), "dev", "eth0")
     (NETNS_ETC / name).mkdir(parents=True, exist_ok=True)
+    (NETNS_ETC / name / "resolv.conf").write_text(RESOLV_CONF)
 
 
 def delete_pod_namespace(name: str) -> None:
@@ -157,12 +171,27 @@ def delete_pod_namespace(name: str) -> None:
 
 
 def write_hosts(name: str, pod_name: str, address: str, entries: dict[str, list[str]]) -> None:
-    """Write `/etc/netns/<name>/hosts`, which `ip netns exec` mounts over /etc/hosts."""
+    """Write `/etc/netns/<name>/hosts`, which `ip netns exec` mounts over /etc/hosts.
+
+    Written in place, because the bind mount made by `ip netns exec` pins the
+    inode (a rename would leave running processes reading the old file), and
+    never empty: the new content overwrites the old from the start, then the
+    file is cut to its length, so a lookup at that moment still finds every
+    current name (the runner rewrites the file whenever any endpoint changes).
+    """
     lines = ["127.0.0.1\tlocalhost", f"{address}\t{pod_name}"]
     for host, addrs in sorted(entries.items()):
         for a in addrs:
             lines.append(f"{a}\t{host}")
-    # Written in place: the bind mount made by `ip netns exec` pins the inode,
-    # so a rename would leave running processes reading the old file.
-    with (NETNS_ETC / name / "hosts").open("w") as f:
-        f.write("\n".join(lines) + "\n")
+    data = ("\n".join(lines) + "\n").encode()
+    fd = os.open(NETNS_ETC / name / "hosts", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+
+
+# Names not in a pod's hosts file fail at once inside the pod: the pod's own
+# loopback has no DNS server, and the machine's resolver is never asked.
+RESOLV_CONF = "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n"

@@ -148,8 +148,9 @@ class Pki:
     serving: KeyPair  # for controller-manager, scheduler, kwok, adapter on 127.0.0.1
 
 
-def make_pki(directory: Path) -> Pki:
-    """Generate every certificate the sandbox needs under `directory`."""
+def make_pki(directory: Path, apiserver_ips: tuple[str, ...] = ()) -> Pki:
+    """Generate every certificate the sandbox needs under `directory`;
+    `apiserver_ips` are the API server's addresses besides 127.0.0.1."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = make_ca(directory, "ca", "dask-operator-sandbox-ca")
     fp_ca = make_ca(directory, "front-proxy-ca", "dask-operator-sandbox-front-proxy-ca")
@@ -164,7 +165,7 @@ def make_pki(directory: Path) -> Pki:
                 "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ),
-            ips=local_ips,
+            ips=local_ips + apiserver_ips,
         ),
         front_proxy_client=make_cert(
             directory, "front-proxy-client", fp_ca, "front-proxy-client", client=True

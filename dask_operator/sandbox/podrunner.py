@@ -1,8 +1,9 @@
 """A small kubelet for the sandbox: runs selected pods as real processes.
 
-Pods that carry the Dask role label and lack the simulate label
-(`RUNNER_SELECTOR`) are left alone by kwok (its stages exclude them) and run
-here instead, once kube-scheduler has bound them to a node:
+Pods that carry the Dask role label, and the operator's own pods (labelled
+`app.kubernetes.io/part-of=dask-operator`), unless they carry the simulate
+label (`RUNNER_SELECTORS`), are left alone by kwok (its stages exclude them)
+and run here instead, once kube-scheduler has bound them to a node:
 
 * each pod gets a network namespace, a veth into the sandbox bridge and an
   address from the runner's half of the pod CIDR;
@@ -10,7 +11,12 @@ here instead, once kube-scheduler has bound them to a node:
   resolve through `/etc/netns/<netns>/hosts` to the ready endpoints of the
   Service (there is no kube-proxy, so ClusterIPs are not routable);
 * the first container's command/args run with the pod's env (`value` and
-  `fieldRef` sources, `$(VAR)` expansion); the image is ignored: commands come
+  `fieldRef` sources, `$(VAR)` expansion) plus `KUBERNETES_SERVICE_HOST`/`PORT`,
+  which point at the API server's own address on the bridge (there is no
+  kube-proxy to carry the `kubernetes` Service's ClusterIP); volume mounts
+  under `/run` are mounted, so the ServiceAccount token, the cluster CA and the
+  namespace appear at `/var/run/secrets/kubernetes.io/serviceaccount` as a
+  kubelet projects them (`volumes.py`); the image is ignored: commands come
   from the host, with this Python's bin dir first on PATH, and run as the
   sandbox's own user (`runAsUser` is not applied: the host's Python, often
   under root's home, is not readable by other users);
@@ -20,7 +26,8 @@ here instead, once kube-scheduler has bound them to a node:
 * on deletion it sends SIGTERM, waits out the grace period (at most 30 s),
   SIGKILLs, removes the namespace and deletes the pod object.
 
-Liveness probes, volumes, init containers and extra containers are not run.
+Liveness probes, init containers and extra containers are not run; preStop
+exec hooks are, within the grace period, before SIGTERM.
 """
 
 from __future__ import annotations
@@ -39,13 +46,18 @@ from pathlib import Path
 import httpx
 import kr8s.asyncio
 
-from ..constants import LABEL_ROLE, SANDBOX_SIMULATE_LABEL
+from ..constants import LABEL_PART_OF, LABEL_ROLE, PART_OF, SANDBOX_SIMULATE_LABEL
 from . import netns
 from .procs import pdeathsig_preexec
+from .volumes import PodVolumes, VolumeNotReady, mount_wrapper
 
 log = logging.getLogger(__name__)
 
-RUNNER_SELECTOR = f"{LABEL_ROLE},!{SANDBOX_SIMULATE_LABEL}"
+# Either selects pods the runner runs; kwok.py's stages match exactly the rest.
+RUNNER_SELECTORS = (
+    f"{LABEL_ROLE},!{SANDBOX_SIMULATE_LABEL}",
+    f"{LABEL_PART_OF}={PART_OF},!{SANDBOX_SIMULATE_LABEL}",
+)
 RESYNC_SECONDS = 1.0
 MAX_GRACE_SECONDS = 30
 MAX_BACKOFF_SECONDS = 10
@@ -64,6 +76,7 @@ class RunningPod:
     veth_slot: int
     address: str
     workdir: Path
+    volumes: PodVolumes
     process: asyncio.subprocess.Process | None = None
     started_at: str = ""
     restarts: int = 0
@@ -127,13 +140,16 @@ def _port(container: dict, port) -> int:
 
 
 class PodRunner:
-    def __init__(self, kubeconfig: Path, network: netns.Network, state_dir: Path):
+    def __init__(self, kubeconfig: Path, network: netns.Network, state_dir: Path, apiserver_port: int):
+        """`apiserver_port`: the API server's port on the bridge's gateway address."""
         self.kubeconfig = kubeconfig
+        self.apiserver_port = apiserver_port
         self.network = network
         self.state_dir = state_dir
         self.pods: dict[str, RunningPod] = {}
         self._wake = asyncio.Event()
         self._slots = 0
+        self._last_address = -1  # index in the runner range of the last address handed out
         self._http = httpx.AsyncClient(timeout=1.0)
         self._stopping = False
         self.api = None
@@ -150,10 +166,8 @@ class PodRunner:
     # ---------------------------------------------------------------- loop
     async def run(self) -> None:
         self.api = await kr8s.asyncio.api(kubeconfig=str(self.kubeconfig))
-        watches = [
-            asyncio.create_task(self._watch("pods", RUNNER_SELECTOR)),
-            asyncio.create_task(self._watch("endpointslices", None)),
-        ]
+        watches = [asyncio.create_task(self._watch("pods", s)) for s in RUNNER_SELECTORS]
+        watches.append(asyncio.create_task(self._watch("endpointslices", None)))
         try:
             while not self._stopping:
                 try:
@@ -190,7 +204,8 @@ class PodRunner:
             return r.json()
 
     async def sync(self) -> None:
-        pods = (await self._get("pods", {"labelSelector": RUNNER_SELECTOR}))["items"]
+        pods = {p["metadata"]["uid"]: p for s in RUNNER_SELECTORS
+                for p in (await self._get("pods", {"labelSelector": s}))["items"]}.values()
         hosts = await self._service_hosts()
         seen = set()
         for pod in pods:
@@ -252,15 +267,27 @@ class PodRunner:
 
     # ------------------------------------------------------------ lifecycle
     def _allocate_address(self) -> str:
+        """The next free address after the last one handed out, round the range.
+
+        Not the lowest free one: a pod that took a just-deleted pod's address
+        would be unreachable until every neighbour (ARP) cache that still maps
+        it to the old, destroyed veth expires -- tens of seconds of silently
+        dropped packets for whoever talks to it.
+        """
         used = {rp.address for rp in self.pods.values()}
-        for host in self.network.runner_range.hosts():
-            if host not in (self.network.gateway, self.network.void) and str(host) not in used:
-                return str(host)
+        hosts = [str(h) for h in self.network.runner_range.hosts()
+                 if h not in (self.network.gateway, self.network.void)]
+        for step in range(1, len(hosts) + 1):
+            candidate = hosts[(self._last_address + step) % len(hosts)]
+            if candidate not in used:
+                self._last_address = (self._last_address + step) % len(hosts)
+                return candidate
         raise RuntimeError("runner pod addresses exhausted")
 
     async def _admit(self, pod: dict) -> RunningPod:
         meta = pod["metadata"]
         self._slots += 1
+        workdir = self.state_dir / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
         rp = RunningPod(
             uid=meta["uid"],
             namespace=meta["namespace"],
@@ -268,7 +295,8 @@ class PodRunner:
             netns=self.network.netns_name(meta["uid"]),
             veth_slot=self._slots,
             address=self._allocate_address(),
-            workdir=self.state_dir / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}",
+            workdir=workdir,
+            volumes=PodVolumes(self.api, pod, workdir / "volumes"),
         )
         rp.workdir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(
@@ -282,24 +310,44 @@ class PodRunner:
     async def _start(self, pod: dict, rp: RunningPod) -> None:
         env = container_env(pod, rp.address)
         argv = container_argv(pod, env)
+        await rp.volumes.write(asyncio.get_running_loop().time())
+        rp.process = await self._exec(rp, argv, env)
+        rp.started_at = _now()
+        rp.ready = False
+        log.info("started %s/%s (pid %d): %s", rp.namespace, rp.name, rp.process.pid, " ".join(argv))
+
+    async def _exec(self, rp: RunningPod, argv: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
+        """Run `argv` in the pod: its network and mount namespaces, env and log."""
         full_env = {
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": str(rp.workdir),
             "HOSTNAME": rp.name,
             "PYTHONUNBUFFERED": "1",
+            "KUBERNETES_SERVICE_HOST": str(self.network.gateway),
+            "KUBERNETES_SERVICE_PORT": str(self.apiserver_port),
             **env,
         }
-        prefix = ["ip", "netns", "exec", rp.netns]
-        logfile = (rp.workdir / "container.log").open("ab")
-        rp.process = await asyncio.create_subprocess_exec(
-            *prefix, *argv,
-            cwd=rp.workdir, env=full_env, stdout=logfile, stderr=logfile,
-            stdin=asyncio.subprocess.DEVNULL, preexec_fn=pdeathsig_preexec, start_new_session=True,
-        )
-        logfile.close()
-        rp.started_at = _now()
-        rp.ready = False
-        log.info("started %s/%s (pid %d): %s", rp.namespace, rp.name, rp.process.pid, " ".join(argv))
+        with (rp.workdir / "container.log").open("ab") as logfile:
+            return await asyncio.create_subprocess_exec(
+                "ip", "netns", "exec", rp.netns, *mount_wrapper(rp.volumes.mounts(), argv),
+                cwd=rp.workdir, env=full_env, stdout=logfile, stderr=logfile,
+                stdin=asyncio.subprocess.DEVNULL, preexec_fn=pdeathsig_preexec, start_new_session=True,
+            )
+
+    async def _pre_stop(self, pod: dict, rp: RunningPod, grace: float) -> None:
+        """The container's preStop exec hook, within the grace period, as a kubelet runs it."""
+        container = pod["spec"]["containers"][0]
+        command = ((container.get("lifecycle") or {}).get("preStop") or {}).get("exec", {}).get("command")
+        if not command or rp.process is None or rp.process.returncode is not None:
+            return
+        hook = await self._exec(rp, list(command), container_env(pod, rp.address))
+        try:
+            code = await asyncio.wait_for(hook.wait(), grace)
+            log.info("%s/%s: preStop hook exited %d", rp.namespace, rp.name, code)
+        except asyncio.TimeoutError:
+            _signal_group(hook.pid, signal.SIGKILL)
+            await hook.wait()
+            log.info("%s/%s: preStop hook ran out of the %.0f s grace period", rp.namespace, rp.name, grace)
 
     async def _tend(self, pod: dict, rp: RunningPod) -> None:
         loop = asyncio.get_running_loop()
@@ -322,9 +370,13 @@ class PodRunner:
             else:
                 rp.terminal_phase = "Succeeded" if code == 0 else "Failed"
                 log.info("%s/%s exited %d: %s", rp.namespace, rp.name, code, rp.terminal_phase)
+        if rp.process is not None and rp.volumes.refresh_at and loop.time() >= rp.volumes.refresh_at:
+            await rp.volumes.write(loop.time())  # a token near its end
         if rp.process is None and not rp.terminal_phase and loop.time() >= rp.next_start:
             try:
                 await self._start(pod, rp)
+            except VolumeNotReady as e:
+                log.info("%s/%s waits for its volumes: %s", rp.namespace, rp.name, e)
             except (OSError, ValueError) as e:
                 rp.last_termination = {"exitCode": 128, "reason": "StartError", "message": str(e),
                                        "startedAt": _now(), "finishedAt": _now()}
@@ -429,14 +481,18 @@ class PodRunner:
             rp.stopping = True
             grace = pod["metadata"].get("deletionGracePeriodSeconds")
             grace = MAX_GRACE_SECONDS if grace is None else min(int(grace), MAX_GRACE_SECONDS)
-            asyncio.create_task(self._terminate_then_delete(meta, rp, grace))
+            asyncio.create_task(self._terminate_then_delete(pod, rp, grace))
         else:
             await self._delete_object(meta)
 
-    async def _terminate_then_delete(self, meta: dict, rp: RunningPod, grace: int) -> None:
-        await self._stop(rp, grace)
+    async def _terminate_then_delete(self, pod: dict, rp: RunningPod, grace: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        await self._pre_stop(pod, rp, grace)
+        # As a kubelet: at least 2 s between the end of the hook and SIGKILL.
+        await self._stop(rp, max(2.0, deadline - loop.time()))
         self.pods.pop(rp.uid, None)
-        await self._delete_object(meta)
+        await self._delete_object(pod["metadata"])
 
     async def _delete_object(self, meta: dict) -> None:
         try:

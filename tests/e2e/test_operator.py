@@ -1,22 +1,27 @@
-"""The operator against the sandbox: seed 003's commands, real Dask, real RBAC."""
+"""The operator against the sandbox: seed 003's commands, real Dask, real RBAC.
+
+The operator runs as deploy/'s own pod (`operator` fixture); only the crash
+test runs it on the host (`host_operator`), to SIGKILL it at a chosen moment.
+"""
 
 from __future__ import annotations
 
-import ipaddress
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from distributed import Client
 
-from helpers import ROOT, OperatorProcess
-from helpers import Kube, wait_for
+from helpers import ROOT, Kube, OperatorPod, host_operator, operator_pods, wait_for
 
-from dask_operator.sandbox.netns import Network
+from dask_operator.core.pods import pod_ready
+from dask_operator.sandbox.netns import pod_pids
 
 pytestmark = pytest.mark.e2e
 
@@ -49,10 +54,8 @@ def running(pods: list[dict]) -> bool:
 
 
 def ready_scheduler(kube: Kube, ns: str, name: str) -> dict | None:
-    for p in kube.pods(ns, f"dask.charmtx.com/cluster={name},dask.charmtx.com/role=scheduler"):
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", [])):
-            return p
-    return None
+    return next((p for p in kube.pods(ns, f"dask.charmtx.com/cluster={name},dask.charmtx.com/role=scheduler")
+                 if pod_ready(p)), None)
 
 
 def status(kube: Kube, ns: str, name: str) -> dict:
@@ -90,38 +93,95 @@ def test_operator_runs_with_deploy_service_account_and_least_privilege(kube: Kub
 
 
 # ------------------------------------------------------------------ scale up
-def test_seed_commands_scale_up_within_5s(kube: Kube, operator: OperatorProcess) -> None:
-    """kubectl apply -k example/ and the seed's kubectl scale, verbatim."""
-    env = {**kube.env}
-    subprocess.run(["kubectl", "apply", "-k", "example/"], cwd=ROOT, env=env, check=True, capture_output=True)
-    # The example HPA would own the replica count; this test measures kubectl scale alone.
-    kube.kubectl("delete", "hpa", "example-dask", "-n", "default")
-    wait_for(lambda: ready_scheduler(kube, "default", "example-dask"), 60, "the example scheduler")
-    wait_for(lambda: len(workers(kube, "default", "example-dask")) == 1, 30, "the example's one worker")
+def _operator_processes() -> set[int]:
+    """PIDs of every `dask-operator run` / `python -m dask_operator run` on this machine."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        names = [Path(a.decode(errors="replace")).name for a in argv]
+        for i, a in enumerate(names[:-1]):
+            if a in ("dask-operator", "dask_operator") and names[i + 1] == "run":
+                found.add(int(proc.name))
+    return found
 
+
+@contextlib.contextmanager
+def example_applied(kube: Kube):
+    """`kubectl apply -k example/` in the default namespace; deleted and waited for on exit."""
+    run = dict(cwd=ROOT, env=kube.env, check=True, capture_output=True, text=True)
+    subprocess.run(["kubectl", "apply", "-k", "example/"], **run)
+    try:
+        yield run
+    finally:
+        subprocess.run(["kubectl", "delete", "-k", "example/", "--wait=true"], **run)
+        wait_for(lambda: not kube.pods("default", "dask.charmtx.com/cluster=example-dask"), 90,
+                 "the example's pods gone")
+
+
+def _scale_example_to_two(kube: Kube, run: dict) -> list[dict]:
+    wait_for(lambda: ready_scheduler(kube, "default", "example-dask"), 120, "the example scheduler")
+    wait_for(lambda: len(workers(kube, "default", "example-dask")) == 1, 60, "the example's one worker")
     start = time.monotonic()
-    subprocess.run(["kubectl", "scale", "clusters.dask.charmtx.com/example-dask", "--replicas=3"],
-                   cwd=ROOT, env=env, check=True, capture_output=True)
-    pods = wait_for(lambda: (p := workers(kube, "default", "example-dask")) and len(p) == 3 and running(p) and p,
-                    5, "3 Running worker pods within 5 s of kubectl scale")
-    elapsed = time.monotonic() - start
-    print(f"\nkubectl scale 1->3: 3 pods Running after {elapsed:.2f}s")
-    assert sorted(p["metadata"]["name"] for p in pods) == [f"example-dask-worker-{i}" for i in range(3)]
-    wait_for(lambda: status(kube, "default", "example-dask")["workers"]["count"] == 3, 10, "status.workers.count=3")
+    subprocess.run(["kubectl", "scale", "clusters.dask.charmtx.com/example-dask", "--replicas=2"], **run)
+    pods = wait_for(lambda: (p := workers(kube, "default", "example-dask")) and len(p) == 2 and running(p) and p,
+                    60, "2 Running worker pods")
+    print(f"\nkubectl scale 1->2: 2 pods Running after {time.monotonic() - start:.2f}s")
+    assert sorted(p["metadata"]["name"] for p in pods) == ["example-dask-worker-0", "example-dask-worker-1"]
+    return pods
 
-    scale_obj = kube.get(CLUSTERS, "example-dask", "-n", "default", "--subresource=scale")
-    assert scale_obj["spec"]["replicas"] == 3
-    assert scale_obj["status"]["selector"] == "dask.charmtx.com/cluster=example-dask,dask.charmtx.com/role=worker"
 
-    with client_for(kube, "default", "example-dask") as client:
-        client.wait_for_workers(3, timeout=60)
-        assert {w["name"] for w in client.scheduler_info()["workers"].values()} == {
-            p["metadata"]["name"] for p in pods}
+def test_seed_commands_scale_the_example(kube: Kube, operator: OperatorPod) -> None:
+    """Seed 003's commands verbatim, on any cluster (deploy/ is applied by the session):
+    `kubectl apply -k example/`, `kubectl scale ... --replicas=2` -> 2 Running workers,
+    the scale subresource and status agree, and `kubectl get daskclusters` lists it."""
+    with example_applied(kube) as run:
+        _scale_example_to_two(kube, run)
+        wait_for(lambda: status(kube, "default", "example-dask")["workers"]["count"] == 2, 30,
+                 "status.workers.count=2")
+        scale_obj = kube.get(CLUSTERS, "example-dask", "-n", "default", "--subresource=scale")
+        assert scale_obj["spec"]["replicas"] == 2
+        assert scale_obj["status"]["selector"] == \
+            "dask.charmtx.com/cluster=example-dask,dask.charmtx.com/role=worker"
+        assert "example-dask" in kube.kubectl("get", "daskclusters", "-n", "default").stdout
+
+
+def test_seed_commands_give_real_workers_from_the_operators_own_pod(
+        kube: Kube, sandbox, operator: OperatorPod) -> None:
+    """The same commands in the sandbox: both workers are real Dask processes registered
+    with the scheduler, created by deploy/'s pod, the only operator process on the machine."""
+    with example_applied(kube) as run:
+        pods = _scale_example_to_two(kube, run)
+        address = subprocess.run([sys.executable, "-m", "dask_operator", "sandbox", "address", "example-dask"],
+                                 **run).stdout.strip()
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+            assert {w["name"] for w in client.scheduler_info()["workers"].values()} == {
+                p["metadata"]["name"] for p in pods}
+        (op_pod,) = operator_pods(kube)
+        assert _operator_processes() == set(pod_pids(sandbox.network, op_pod["metadata"]["uid"])), \
+            "the only operator running is the one in deploy/'s pod"
+
+
+def test_readme_client_snippet_computes_on_the_example(kube: Kube, sandbox, operator: OperatorPod) -> None:
+    """The quick start's way in from the host: the README's bash block, run as written."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- tested: test_readme_client_snippet -->", 1)[1].split("```bash\n", 1)[1]
+    block = block.split("```", 1)[0]
+    env = {**kube.env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    with example_applied(kube):
+        wait_for(lambda: ready_scheduler(kube, "default", "example-dask"), 60, "the example scheduler")
+        out = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip().splitlines()[-1] == "6"
 
 
 # ---------------------------------------------------------------- scale down
 def test_scale_down_retires_through_scheduler_and_loses_no_result(
-        kube: Kube, operator: OperatorProcess, namespace: str) -> None:
+        kube: Kube, sandbox, operator: OperatorPod, namespace: str) -> None:
     kube.apply(cluster("keep", 4), namespace)
     with client_for(kube, namespace, "keep") as client:
         client.wait_for_workers(4, timeout=90)
@@ -149,16 +209,44 @@ def test_scale_down_retires_through_scheduler_and_loses_no_result(
     assert status(kube, namespace, "keep")["workers"]["count"] == 1
 
 
+def test_a_worker_pod_deleted_by_hand_hands_its_data_over_first(
+        kube: Kube, sandbox, operator: OperatorPod, namespace: str) -> None:
+    """Whoever deletes a worker pod (kubectl, an eviction, a drain), its preStop hook has
+    the scheduler retire the worker before SIGTERM: what it held survives, unrecomputed."""
+    kube.apply(cluster("byhand", 3), namespace)
+    with client_for(kube, namespace, "byhand") as client:
+        client.wait_for_workers(3, timeout=90)
+        names = {addr: w["name"] for addr, w in client.scheduler_info()["workers"].items()}
+        futures = client.map(lambda i: bytes(10_000) + i.to_bytes(4, "big"), range(90), pure=False)
+        client.gather(futures)
+        held = {}
+        for key, addrs in client.who_has(futures).items():
+            for a in addrs:
+                held.setdefault(a, set()).add(key)
+        victim_address, victim_keys = max(held.items(), key=lambda kv: len(kv[1]))
+        victim = names[victim_address]
+        assert victim_keys, "the victim holds results"
+
+        kube.kubectl("delete", "pod", victim, "-n", namespace, "--wait=true", "--timeout=60s")
+        events = [e for _, e in client.get_events("all")]
+        retired = {a for e in events if e.get("action") == "retire-workers" for a in e["retired"]}
+        assert victim_address in retired, "the scheduler retired the worker before its pod went"
+        lost = [e for e in events if e.get("action") == "remove-worker"
+                and (e.get("lost-computed-tasks") or e.get("lost-scattered-tasks"))]
+        assert not lost, f"a worker left with data: {lost}"
+        assert all(client.who_has(futures).values()), "every result is still held by some worker"
+        results = client.gather(futures)
+        assert [int.from_bytes(r[-4:], "big") for r in results] == list(range(90))
+    # and the operator replaces the pod: desired is still 3
+    wait_for(lambda: len(workers(kube, namespace, "byhand")) == 3, 60, "the pod replaced")
+
+
 def _scheduler_pids(kube: Kube, sandbox, ns: str, name: str) -> list[int]:
-    pod = ready_scheduler(kube, ns, name)
-    net = Network(ipaddress.IPv4Network(sandbox.pod_cidr).network_address.packed[2] // 4)
-    out = subprocess.run(["ip", "netns", "pids", net.netns_name(pod["metadata"]["uid"])],
-                         capture_output=True, text=True, check=True).stdout
-    return [int(p) for p in out.split()]
+    return pod_pids(sandbox.network, ready_scheduler(kube, ns, name)["metadata"]["uid"])
 
 
 def test_scale_down_blocked_while_scheduler_unreachable(
-        kube: Kube, sandbox, operator: OperatorProcess, namespace: str) -> None:
+        kube: Kube, sandbox, operator: OperatorPod, namespace: str) -> None:
     kube.apply(cluster("blocked", 3), namespace)
     with client_for(kube, namespace, "blocked") as client:
         client.wait_for_workers(3, timeout=90)
@@ -189,9 +277,15 @@ def test_scale_down_blocked_while_scheduler_unreachable(
 
 # --------------------------------------------------------------------- crash
 def test_crash_mid_scale_up_ends_with_exactly_desired(
-        kube: Kube, operator: OperatorProcess, namespace: str) -> None:
+        kube: Kube, sandbox, operator: OperatorPod, namespace: str, tmp_path: Path) -> None:
+    """Runs the operator on the host (`host_operator`): SIGKILL at the first pod creation."""
     kube.apply(cluster("crash", 0, simulate_workers=True), namespace)
     wait_for(lambda: status(kube, namespace, "crash").get("observedGeneration"), 30, "the Cluster reconciled")
+    with host_operator(kube, tmp_path) as op:
+        _crash_and_recover(kube, op, namespace)
+
+
+def _crash_and_recover(kube: Kube, operator, namespace: str) -> None:
     # One create at a time so the kill lands mid-scale; SIGKILL on the first pod.
     operator.restart(env={"DASK_OPERATOR_API_CONCURRENCY": "1"})
     wait_for(lambda: status(kube, namespace, "crash").get("phase"), 30, "the operator back")
@@ -238,7 +332,7 @@ def test_invalid_specs_are_rejected_by_the_api_server(kube: Kube, namespace: str
 
 
 def test_pods_pass_the_restricted_pod_security_standard(
-        kube: Kube, operator: OperatorProcess, namespace: str) -> None:
+        kube: Kube, operator: OperatorPod, namespace: str) -> None:
     """PodSecurity admission in enforce mode admits the scheduler, the workers
     and the operator's own pod."""
     kube.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
@@ -269,7 +363,7 @@ def test_kubectl_explain_documents_the_fields(kube: Kube) -> None:
 
 # -------------------------------------------------------------------- delete
 def test_delete_cascades_through_the_garbage_collector(
-        kube: Kube, operator: OperatorProcess, namespace: str) -> None:
+        kube: Kube, operator: OperatorPod, namespace: str) -> None:
     kube.apply(cluster("gone", 2, simulate_workers=True), namespace)
     wait_for(lambda: len(workers(kube, namespace, "gone")) == 2, 30, "2 workers")
     wait_for(lambda: kube.get("deployments", "-n", namespace)["items"], 30, "the scheduler Deployment")

@@ -14,7 +14,7 @@ from distributed import Client
 
 from helpers import Kube, wait_for
 
-from dask_operator.sandbox.netns import Network, list_namespaces
+from dask_operator.sandbox.netns import list_namespaces
 from dask_operator.sandbox.procs import alive
 
 pytestmark = pytest.mark.e2e
@@ -50,12 +50,15 @@ def test_kubectl_apply_and_get(kube: Kube, namespace: str) -> None:
 
 def test_kubectl_scale_changes_a_custom_resource(kube: Kube, namespace: str) -> None:
     kube.apply(WIDGET_CRD)
-    wait_for(lambda: kube.kubectl("get", "widgets", "-n", namespace, check=False).returncode == 0,
-             30, "the Widget CRD to be served")
-    kube.apply({"apiVersion": "sandbox.test/v1", "kind": "Widget", "metadata": {"name": "w"},
-                "spec": {"replicas": 1}}, namespace)
-    kube.kubectl("scale", "widgets.sandbox.test/w", "--replicas=5", "-n", namespace)
-    assert kube.get("widget", "w", "-n", namespace)["spec"]["replicas"] == 5
+    try:
+        wait_for(lambda: kube.kubectl("get", "widgets", "-n", namespace, check=False).returncode == 0,
+                 30, "the Widget CRD to be served")
+        kube.apply({"apiVersion": "sandbox.test/v1", "kind": "Widget", "metadata": {"name": "w"},
+                    "spec": {"replicas": 1}}, namespace)
+        kube.kubectl("scale", "widgets.sandbox.test/w", "--replicas=5", "-n", namespace)
+        assert kube.get("widget", "w", "-n", namespace)["spec"]["replicas"] == 5
+    finally:
+        kube.kubectl("delete", "crd", WIDGET_CRD["metadata"]["name"], "--wait=true")
 
 
 def test_deployment_pods_run_on_kwok_nodes(kube: Kube, sandbox, namespace: str) -> None:
@@ -114,7 +117,7 @@ def test_pod_runner_runs_real_dask(kube: Kube, sandbox, namespace: str) -> None:
         return pod["status"]["podIP"] if ready else None
 
     ip = wait_for(ready_scheduler_ip, 60, "the scheduler pod to be Ready")
-    assert ipaddress.ip_address(ip) in _network(sandbox).runner_range
+    assert ipaddress.ip_address(ip) in sandbox.network.runner_range
     with Client(f"tcp://{ip}:8786", timeout=30) as client:
         client.wait_for_workers(2, timeout=60)
         names = {w["name"] for w in client.scheduler_info()["workers"].values()}
@@ -123,10 +126,6 @@ def test_pod_runner_runs_real_dask(kube: Kube, sandbox, namespace: str) -> None:
         assert sum(client.gather(futures)) == sum(x * x for x in range(100))
         where = {addr for addrs in client.who_has(futures).values() for addr in addrs}
         assert len(where) == 2, "both real workers did work"
-
-
-def _network(sandbox) -> Network:
-    return Network(int(ipaddress.IPv4Network(sandbox.pod_cidr).network_address.packed[2]) // 4)
 
 
 def test_hpa_object_metric_from_prometheus_changes_its_target(kube: Kube, sandbox, namespace: str) -> None:
@@ -190,7 +189,7 @@ def test_two_sandboxes_coexist_and_teardown_leaves_no_process(sandbox, tmp_path:
         assert second.info.apiserver != sandbox.apiserver
         kube = Kube(Path(second.info.kubeconfig))
         kube.apply(_dask_pod("lonely-scheduler", "scheduler", ["scheduler"], []), "default")
-        net = _network(second.info)
+        net = second.info.network
 
         def pids_in_pod_namespaces() -> list[int]:
             return [int(p) for ns in list_namespaces(net) for p in subprocess.run(

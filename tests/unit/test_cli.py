@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_render_prints_the_children_of_the_example(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["render", str(ROOT / "example" / "cluster.yaml")]) == 0
+    assert main(["render", str(ROOT / "example" / "cluster" / "cluster.yaml")]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     kinds = [(d["kind"], d["metadata"]["name"]) for d in docs]
     assert kinds == [("Service", "dask-scheduler"), ("Deployment", "dask-scheduler"), ("Pod", "dask-worker-0")]

@@ -78,7 +78,7 @@ def at(schema: dict, path: str) -> dict:
         pytest.param("spec.names.listKind", "ClusterList", id="list-kind"),
         pytest.param("spec.names.plural", c.PLURAL, id="plural"),
         pytest.param("spec.names.singular", "cluster", id="singular"),
-        pytest.param("spec.names.shortNames", ["daskcluster", "dc"], id="short-names"),
+        pytest.param("spec.names.shortNames", ["daskcluster", "daskclusters", "dc"], id="short-names"),
         pytest.param("spec.names.categories", ["dask"], id="categories"),
     ],
 )
@@ -286,8 +286,15 @@ def test_crd_renders_with_anchor_expanded():
 
 
 @needs_kubectl
-def test_example_renders_with_prefix():
+def test_example_is_the_cluster_alone():
+    """`kubectl apply -k example/` then `kubectl scale` (seed 003): no HPA to undo the scale."""
     docs = kustomize("example")
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [("Cluster", "example-dask")]
+
+
+@needs_kubectl
+def test_example_autoscaling_renders_with_prefix():
+    docs = kustomize("example/autoscaling")
     cluster = find(docs, "Cluster")
     hpa = find(docs, "HorizontalPodAutoscaler")
     assert cluster["apiVersion"] == c.API_VERSION

@@ -379,3 +379,27 @@ def test_core_import_loads_no_framework():
     code = "import sys, dask_operator.core; print(sorted(m for m in sys.modules if m.split('.')[0] in ('kopf', 'kr8s', 'asyncio')))"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
+
+
+# ---------------------------------------------------------------- preStop hook
+
+
+def test_workers_retire_themselves_before_sigterm_by_default():
+    from dask_operator.core.retire_hook import RETIRE_SELF
+
+    container = m.worker_pod(make_spec(), "dask-worker-0")["spec"]["containers"][0]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command == ["python", "-c", RETIRE_SELF]
+    compile(RETIRE_SELF, "<preStop>", "exec")  # valid Python for the worker's interpreter
+    env = {e["name"] for e in container["env"]}
+    assert {"DASK_SCHEDULER_ADDRESS", "DASK_WORKER_NAME"} <= env, "what the hook reads is set"
+    assert f":{c.DASHBOARD_PORT}/api/v1" in RETIRE_SELF
+
+
+def test_template_lifecycle_replaces_the_hook():
+    own = {"preStop": {"exec": {"command": ["true"]}}}
+    template = {"spec": {"containers": [{"name": "worker", "lifecycle": own}]}}
+    container = m.worker_pod(make_spec(worker=template), "dask-worker-0")["spec"]["containers"][0]
+    assert container["lifecycle"] == own
+    scheduler = m.scheduler_deployment(make_spec())["spec"]["template"]["spec"]["containers"][0]
+    assert "lifecycle" not in scheduler

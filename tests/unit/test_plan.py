@@ -270,3 +270,54 @@ REPORT = {
 )
 def test_select_retired(requested, report, pods, expected):
     assert select_retired(requested, report, pods) == expected
+
+
+# ---------------------------------------------------------------- unregistered_surplus
+
+from dask_operator.core.plan import unregistered_surplus  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "retire, pods, registered, expected",
+    [
+        pytest.param(0, [pod(0), pod(1)], [], (), id="nothing-to-retire"),
+        pytest.param(2, [pod(0), pod(1), pod(2)], names(0, 1, 2), (), id="all-registered"),
+        pytest.param(2, [pod(0), pod(1), pod(2)], names(0, 1), names(2), id="fewer-unknown-than-retire"),
+        pytest.param(1, [pod(0), pod(1), pod(2)], [], names(2), id="capped-at-retire"),
+        pytest.param(3, [pod(0), pod(1)], [], names(1, 0), id="all-unknown-fewer-than-retire"),
+        pytest.param(
+            2, [pod(0, created=T2), pod(1, created=T0), pod(2, created=T1)], [], names(0, 2), id="newest-first"
+        ),
+        pytest.param(2, [pod(i) for i in (2, 10, 9)], [], names(10, 9), id="same-age-highest-index-first"),
+        pytest.param(
+            2, [pending(0), pod(1, ready=False), pod(2, phase="Failed", ready=False)], [], (),
+            id="only-serving-pods",
+        ),
+        pytest.param(
+            2, [pod(0, deleting=True), pod(1, retiring=T1), pod(2)], [], names(2), id="only-live-pods",
+        ),
+        pytest.param(1, [pod(0), pod(1)], {"dask-worker-1", "someone-else"}, names(0), id="registered-by-name"),
+    ],
+)
+def test_unregistered_surplus(retire, pods, registered, expected):
+    assert unregistered_surplus("dask", retire, pods, registered) == expected
+
+
+@pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed-{s}") for s in range(40)])
+def test_unregistered_surplus_invariants(seed):
+    rng = random.Random(seed)
+    pods = random_pods(rng)
+    registered = {p.name for p in pods if rng.random() < 0.5} | {"someone-else"}
+    retire = rng.randint(0, 6)
+    chosen = unregistered_surplus("dask", retire, pods, registered)
+    by_name = {p.name: p for p in pods}
+    unknown = {p.name for p in pods if p.live and p.serving and p.name not in registered}
+    assert len(chosen) <= retire, "never more than asked to retire"
+    assert len(set(chosen)) == len(chosen)
+    assert set(chosen) <= unknown, "only serving live pods the scheduler does not know"
+    assert len(chosen) == min(retire, len(unknown)), "as many as there are, up to retire"
+    created = [by_name[n].created for n in chosen]
+    assert created == sorted(created, reverse=True), "newest first"
+    if chosen:
+        left = unknown - set(chosen)
+        assert all(by_name[n].created <= min(created) for n in left), "the newest go"

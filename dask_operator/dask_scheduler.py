@@ -1,4 +1,4 @@
-"""The Dask scheduler's HTTP API, as the operator uses it.
+"""The Dask scheduler's HTTP API, as the operator uses it (not kube-scheduler, not a Ray or Spark head).
 
 Routes come from `distributed.http.scheduler.api`, which the operator enables
 through `DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES`:
@@ -23,7 +23,7 @@ RETIRE_TIMEOUT_SECONDS = 300.0
 QUERY_TIMEOUT_SECONDS = 3.0
 
 
-class SchedulerClient:
+class DaskSchedulerClient:
     """Thin async client; every failure surfaces as `SchedulerUnreachable`."""
 
     def __init__(self, http: httpx.AsyncClient | None = None) -> None:
@@ -46,8 +46,12 @@ class SchedulerClient:
 
     async def workers(self, base_url: str) -> dict[str, str]:
         """Registered workers as {name: address}."""
-        body = await self._call("GET", f"{base_url}/api/v1/get_workers", QUERY_TIMEOUT_SECONDS)
-        return {str(w["name"]): w["address"] for w in body.get("workers", [])}
+        url = f"{base_url}/api/v1/get_workers"
+        body = await self._call("GET", url, QUERY_TIMEOUT_SECONDS)
+        try:
+            return {str(w["name"]): str(w["address"]) for w in body["workers"]}
+        except (KeyError, TypeError, AttributeError) as e:
+            raise SchedulerUnreachable(f"GET {url}: unexpected answer: {str(body)[:200]}") from e
 
     async def retire(self, base_url: str, n: int) -> Mapping[str, Mapping]:
         """Ask the scheduler to retire `n` workers of its choosing.
@@ -57,13 +61,19 @@ class SchedulerClient:
         it answers. Returns its report, {address: worker info incl. name}, for
         every worker it actually retired.
         """
-        body = await self._call(
-            "POST", f"{base_url}/api/v1/retire_workers", RETIRE_TIMEOUT_SECONDS, json={"n": n},
-        )
+        url = f"{base_url}/api/v1/retire_workers"
+        body = await self._call("POST", url, RETIRE_TIMEOUT_SECONDS, json={"n": n})
         if not isinstance(body, Mapping):
-            raise SchedulerUnreachable(f"unexpected retire_workers answer: {body!r}")
+            raise SchedulerUnreachable(f"POST {url}: unexpected answer: {str(body)[:200]}")
         return body
 
     async def adaptive_target(self, base_url: str) -> int:
-        body = await self._call("GET", f"{base_url}/api/v1/adaptive_target", QUERY_TIMEOUT_SECONDS)
-        return int(body["workers"])
+        url = f"{base_url}/api/v1/adaptive_target"
+        body = await self._call("GET", url, QUERY_TIMEOUT_SECONDS)
+        try:
+            target = body["workers"]
+            if isinstance(target, bool) or not isinstance(target, int) or target < 0:
+                raise TypeError(target)
+            return target
+        except (KeyError, TypeError) as e:
+            raise SchedulerUnreachable(f"GET {url}: unexpected answer: {str(body)[:200]}") from e
