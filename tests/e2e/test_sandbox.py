@@ -14,6 +14,7 @@ from distributed import Client
 
 from helpers import Kube, wait_for
 
+from dask_operator.core.pods import pod_ready
 from dask_operator.sandbox.netns import list_namespaces
 from dask_operator.sandbox.procs import alive
 
@@ -113,8 +114,7 @@ def test_pod_runner_runs_real_dask(kube: Kube, sandbox, namespace: str) -> None:
 
     def ready_scheduler_ip() -> str | None:
         pod = kube.get("pod", "raw-scheduler", "-n", namespace)
-        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
-        return pod["status"]["podIP"] if ready else None
+        return pod["status"]["podIP"] if pod_ready(pod) else None
 
     ip = wait_for(ready_scheduler_ip, 60, "the scheduler pod to be Ready")
     assert ipaddress.ip_address(ip) in sandbox.network.runner_range
