@@ -36,7 +36,7 @@ class RetireIncomplete(DaskOperatorError):
 
 
 class KubeApiError(DaskOperatorError):
-    """The Kubernetes API answered with an error status."""
+    """The Kubernetes API answered with an error status, or could not be reached (code 0)."""
 
     def __init__(self, code: int, message: str) -> None:
         self.code = code

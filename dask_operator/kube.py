@@ -77,7 +77,11 @@ class Kube:
     async def _call(self, method: str, version: str, namespace: str | None, url: str, **kwargs) -> Any:
         for attempt in (1, 2):
             client = await self._client()
-            response = await client.request(method, _path(version, namespace, url), **kwargs)
+            try:
+                response = await client.request(method, _path(version, namespace, url), **kwargs)
+            except httpx.HTTPError as e:  # connection refused, reset, timed out
+                metrics.API_ERRORS.labels(method=method, code="transport").inc()
+                raise KubeApiError(0, f"{method} {url}: {type(e).__name__}: {e}") from e
             if response.status_code == 401 and attempt == 1:
                 await self._reauthenticate(client)
                 continue

@@ -7,8 +7,9 @@ there too, and the operator runs as its own pod from deploy/'s image; tests
 that need the sandbox's own machinery (its pod network, Prometheus, process
 table, the host-run operator) say so in their skip reason.
 
-Every test's namespace is deleted after it and waited for; cluster-scoped
-objects a test makes are removed by the test.
+Every test's namespace is deleted after it, and the session ends only once all
+of them are gone (`namespace_sweeper`); cluster-scoped objects a test makes are
+removed by the test.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from helpers import (  # noqa: E402
     install_deploy,
     service_account_kubeconfig,
     start_sandbox,
+    wait_for,
     wait_operator_ready,
 )
 
@@ -71,14 +73,35 @@ def sandbox(sandbox_process: SandboxProcess | None) -> SandboxInfo:
     return sandbox_process.info
 
 
+@pytest.fixture(scope="session")
+def namespace_sweeper(kube: Kube) -> list[str]:
+    """Test namespaces deleted so far; at the end of the session, each must be gone.
+
+    Deletions overlap with the next tests (a namespace takes 5-15 s to finalize)
+    instead of each test waiting for its own.
+    """
+    deleted: list[str] = []
+    yield deleted
+
+    def left() -> list[str]:
+        existing = set(kube.kubectl("get", "namespaces", "-o", "name").stdout.split())
+        return [n for n in deleted if f"namespace/{n}" in existing]
+
+    try:
+        wait_for(lambda: not left(), 300, "every test namespace removed", interval=1)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: still there: {left()}") from None
+
+
 @pytest.fixture
-def namespace(kube: Kube, request: pytest.FixtureRequest) -> str:
-    """A fresh namespace per test, deleted afterwards and waited for."""
+def namespace(kube: Kube, request: pytest.FixtureRequest, namespace_sweeper: list[str]) -> str:
+    """A fresh namespace per test, deleted afterwards (and waited for at the session's end)."""
     name = "t-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40].strip("-")
     name = f"{name}-{int(time.time() * 1000) % 100000}"
     kube.kubectl("create", "namespace", name)
     yield name
-    kube.kubectl("delete", "namespace", name, "--wait=true", "--timeout=180s")
+    kube.kubectl("delete", "namespace", name, "--wait=false")
+    namespace_sweeper.append(name)
 
 
 @pytest.fixture(scope="session")

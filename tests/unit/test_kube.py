@@ -441,3 +441,23 @@ async def test_fake_dask_retires_by_its_rule_and_answers_like_the_scheduler():
     dask.retire_limit = 0
     assert await dask.retire("http://s", 1) == {}
     assert dask.methods() == ["retire(2)", "workers", "retire(1)"]
+
+
+# ---------------------------------------------------------------- transport failures
+
+
+def _refuse(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+@pytest.mark.parametrize("verb, call", [
+    pytest.param("GET", lambda k: k.get("v1", "pods", "ns", "p"), id="get"),
+    pytest.param("POST", lambda k: k.create("v1", "pods", "ns", POD), id="create"),
+    pytest.param("DELETE", lambda k: k.delete("v1", "pods", "ns", "p"), id="delete"),
+])
+async def test_unreachable_api_raises_kube_api_error_with_code_0(verb, call):
+    before = errors_total(verb, "transport")
+    with pytest.raises(KubeApiError) as raised:
+        await call(kube_for(Server(_refuse)))
+    assert raised.value.code == 0 and "ConnectError" in str(raised.value)
+    assert errors_total(verb, "transport") == before + 1
