@@ -101,3 +101,10 @@ class InvalidKind(ScalingError):
 
     code = "invalid_kind"
     http_status = 400
+
+
+class Conflict(ScalingError):
+    """The resource changed between a read and a write (HTTP 409); read and decide again."""
+
+    code = "conflict"
+    http_status = 409

@@ -26,6 +26,8 @@ REQUEST_TIMEOUT_SECONDS = 60.0
 
 def _path(version: str, namespace: str | None, url: str) -> str:
     base = "/api/v1" if version == "v1" else f"/apis/{version}"
+    if not url:  # the group version's discovery document
+        return base
     return f"{base}/namespaces/{namespace}/{url}" if namespace else f"{base}/{url}"
 
 
@@ -133,14 +135,13 @@ class Kube:
 
     async def served(self, version: str, plural: str) -> bool:
         """Whether the API server serves this resource (its CRD is installed)."""
-        base = "/api/v1" if version == "v1" else f"/apis/{version}"
-        client = await self._client()
-        response = await client.get(base)
-        if response.status_code == 404:
-            return False
-        if response.is_error:
-            raise _error("GET", base, response.status_code, response.text)
-        return any(r.get("name") == plural for r in response.json().get("resources", ()))
+        try:
+            body = await self._call("GET", version, None, "")
+        except KubeApiError as e:
+            if e.code == 404:
+                return False
+            raise
+        return any(r.get("name") == plural for r in (body or {}).get("resources", ()))
 
     async def get(self, version: str, plural: str, namespace: str, name: str) -> dict | None:
         try:

@@ -1,0 +1,99 @@
+"""The Kubernetes side every backend shares: one custom resource and its pods,
+with API errors turned into the scaling interface's errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+from ..core.pods import pod_ready
+from ..errors import ClusterNotFound, Conflict, KubeApiError, OperatorNotInstalled, ScalingError
+from ..kube import Kube
+
+
+UPDATE_ATTEMPTS = 3
+
+
+class Resource:
+    """Get, list and patch one kind of custom resource; pods by label selector."""
+
+    def __init__(self, kube: Kube, api_version: str, plural: str, kind_name: str) -> None:
+        self.kube = kube
+        self.api_version = api_version
+        self.plural = plural
+        self.kind_name = kind_name  # for messages, e.g. "RayCluster (ray.io/v1)"
+
+    async def get(self, namespace: str, name: str) -> dict:
+        try:
+            obj = await self.kube.get(self.api_version, self.plural, namespace, name)
+        except KubeApiError as e:
+            raise ScalingError(f"cannot read {self.kind_name} {namespace}/{name}: {e}") from e
+        if obj is None:
+            await self.require_served()
+            raise ClusterNotFound(f"{self.kind_name} {namespace}/{name} does not exist")
+        return obj
+
+    async def list(self, namespace: str | None, label_selector: str | None = None) -> list[dict]:
+        try:
+            return await self.kube.list(self.api_version, self.plural, namespace, label_selector)
+        except KubeApiError as e:
+            if e.code == 404:
+                await self.require_served()
+            raise ScalingError(f"cannot list {self.kind_name}: {e}") from e
+
+    async def require_served(self) -> None:
+        if not await self.kube.served(self.api_version, self.plural):
+            raise OperatorNotInstalled(
+                f"{self.kind_name} is not served by this cluster: its operator's CRD is not installed")
+
+    async def patch(self, namespace: str, name: str, patch: Mapping) -> dict:
+        """A merge patch; carry `metadata.resourceVersion` in it to fail on a concurrent change."""
+        try:
+            obj = await self.kube.patch(self.api_version, self.plural, namespace, name, patch)
+        except KubeApiError as e:
+            if e.code == 409:
+                raise Conflict(str(e)) from e
+            raise ScalingError(f"cannot update {self.kind_name} {namespace}/{name}: {e}") from e
+        if obj is None:
+            raise ClusterNotFound(f"{self.kind_name} {namespace}/{name} does not exist")
+        return obj
+
+    async def update(self, namespace: str, name: str, change: Callable[[dict], Awaitable[Mapping]]) -> dict:
+        """Read, `await change(obj)` -> merge patch, write with the read's resourceVersion.
+
+        A concurrent write (the resource's operator updating its status bumps
+        the version too) makes the write fail; it is read and decided again,
+        at most `UPDATE_ATTEMPTS` times. `change` raises to refuse.
+        """
+        for attempt in range(1, UPDATE_ATTEMPTS + 1):
+            obj = await self.get(namespace, name)
+            patch = {**await change(obj)}
+            patch["metadata"] = {**patch.get("metadata", {}), "resourceVersion": obj["metadata"]["resourceVersion"]}
+            try:
+                return await self.patch(namespace, name, patch)
+            except Conflict as e:
+                if attempt == UPDATE_ATTEMPTS:
+                    raise ScalingError(f"{self.kind_name} {namespace}/{name} kept changing: {e}") from e
+        raise AssertionError("unreachable")
+
+    async def pods(self, namespace: str, selector: str) -> list[dict]:
+        try:
+            return await self.kube.list("v1", "pods", namespace, selector)
+        except KubeApiError as e:
+            raise ScalingError(f"cannot list the pods of a {self.kind_name}: {e}") from e
+
+    async def delete_pod(self, pod: Mapping) -> None:
+        meta = pod["metadata"]
+        try:
+            await self.kube.delete("v1", "pods", meta["namespace"], meta["name"], meta.get("uid"))
+        except KubeApiError as e:
+            raise ScalingError(f"cannot delete pod {meta['namespace']}/{meta['name']}: {e}") from e
+
+
+def newest(pods: list[dict]) -> dict | None:
+    """The newest pod that is not being deleted (a restarted head's replacement), else None."""
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    return max(live, key=lambda p: p["metadata"].get("creationTimestamp") or "", default=None)
+
+
+def ready_count(pods: list[dict]) -> int:
+    return sum(1 for p in pods if pod_ready(p))
