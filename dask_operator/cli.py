@@ -1,4 +1,4 @@
-"""The `dask-operator` command: run, render, sandbox."""
+"""The `dask-operator` command: run, render, api, sandbox."""
 
 from __future__ import annotations
 
@@ -50,6 +50,20 @@ def _run_parser(sub) -> None:
 def _render_parser(sub) -> None:
     p = sub.add_parser("render", help="print the objects the operator would create for a Cluster file")
     p.add_argument("file", type=Path, help="a Cluster manifest (YAML), '-' for stdin")
+
+
+def _api_parser(sub) -> None:
+    from .api.main import add_arguments
+
+    p = sub.add_parser("api", help="serve the cluster-scaler HTTP API (seeds 000 and 001)")
+    add_arguments(p)
+
+
+def api_main(args: argparse.Namespace) -> int:
+    from .api.main import quiet, run
+
+    quiet(args.verbose)
+    return run(args)
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -157,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     _render_parser(sub)
+    _api_parser(sub)
     _sandbox_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -172,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if not args.verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    commands = {"run": run_main, "render": render_main, "sandbox": sandbox_main}
+    commands = {"run": run_main, "render": render_main, "api": api_main, "sandbox": sandbox_main}
     if args.command in commands:
         return commands[args.command](args)
     parser.error(f"unknown command {args.command}")

@@ -50,7 +50,7 @@ class Operators:
                 raise AssertionError(f"{name} exited:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def operators(tmp_path_factory) -> Operators:
     """One sandbox started with `--with kuberay,dco` (the operators run as admin); stopped at the end."""
     sb = start_sandbox(tmp_path_factory.mktemp("thirdparty"), "--with", ",".join(NAMES))

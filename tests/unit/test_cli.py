@@ -34,3 +34,10 @@ def test_render_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[
     path.write_text(manifest)
     assert main(["render", str(path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_api_command_is_wired(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["api", "--help"])
+    assert e.value.code == 0
+    assert "--tiers-configmap" in capsys.readouterr().out
