@@ -14,6 +14,9 @@ scaler was written for. One class, three configurations.
   (`<name>-<framework>-worker-N` for the largest N), whatever they hold; neither
   DCO nor this backend can name other pods. `ClusterStatus.scale_down` is
   `OperatorChooses` to say so.
+- concurrency: the patch carries the resourceVersion it was computed from;
+  when DCO wrote the object's status in between (409), `Resource.update`
+  recomputes it from a fresh read.
 - head: the single pod of the scheduler / head / master StatefulSet, found by
   the labels DCO puts on every pod: `app.kubernetes.io/instance=<name>`,
   `app.kubernetes.io/name=dask|ray|spark`, `app.kubernetes.io/component=
@@ -65,8 +68,11 @@ class DcoBackend:
         if group not in (None, GROUP):
             raise InvalidScale(f"unknown worker group {group!r}: a Domino {self.kind} has one group, {GROUP!r}")
         dco.check_replicas(replicas)  # bad input is refused before the cluster is looked up
-        obj = await self.api.get(namespace, name)
-        return await self.api.patch(namespace, name, dco.scale_patch(self.kind, obj, replicas, shape))
+
+        async def change(obj: dict) -> dict:  # the rules may refuse: then nothing is sent
+            return dco.scale_patch(self.kind, obj, replicas, shape)
+
+        return await self.api.update(namespace, name, change)
 
     async def head_pod(self, namespace: str, name: str) -> dict | None:
         return newest(await self.api.pods(namespace, dco.pod_selector(self.framework, name, self.head_role)))

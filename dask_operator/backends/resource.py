@@ -41,7 +41,11 @@ class Resource:
             raise ScalingError(f"cannot list {self.kind_name}: {e}") from e
 
     async def require_served(self) -> None:
-        if not await self.kube.served(self.api_version, self.plural):
+        try:
+            served = await self.kube.served(self.api_version, self.plural)
+        except KubeApiError as e:
+            raise ScalingError(f"cannot tell whether {self.kind_name} is served: {e}") from e
+        if not served:
             raise OperatorNotInstalled(
                 f"{self.kind_name} is not served by this cluster: its operator's CRD is not installed")
 
@@ -72,7 +76,8 @@ class Resource:
                 return await self.patch(namespace, name, patch)
             except Conflict as e:
                 if attempt == UPDATE_ATTEMPTS:
-                    raise ScalingError(f"{self.kind_name} {namespace}/{name} kept changing: {e}") from e
+                    raise Conflict(f"{self.kind_name} {namespace}/{name} kept changing "
+                                   f"({UPDATE_ATTEMPTS} attempts): {e}") from e
         raise AssertionError("unreachable")
 
     async def pods(self, namespace: str, selector: str) -> list[dict]:

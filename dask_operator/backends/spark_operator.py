@@ -57,8 +57,11 @@ class SparkOperatorBackend:
         if group not in (None, GROUP):
             raise InvalidScale(f"unknown worker group {group!r}: a SparkCluster has one group, {GROUP!r}")
         validate_replicas(replicas, maximum=rules.MAX_REPLICAS)  # before the cluster is looked up
-        obj = await self.api.get(namespace, name)
-        return await self.api.patch(namespace, name, rules.scale_patch(obj, replicas, shape))
+
+        async def change(obj: dict) -> dict:  # the rules may refuse: then nothing is sent
+            return rules.scale_patch(obj, replicas, shape)
+
+        return await self.api.update(namespace, name, change)
 
     async def head_pod(self, namespace: str, name: str) -> dict | None:
         return newest(await self.api.pods(namespace, rules.pod_selector(name, rules.MASTER)))

@@ -102,8 +102,8 @@ OLD_WORKER = {"replicas": 1, "resources": {"requests": {"cpu": "1", "nvidia.com/
             id="tolerations-replaced"),
         pytest.param(
             WorkerShape(resources={}, node_selector={}, tolerations=[]),
-            {"replicas": 2, "resources": {"requests": None, "limits": None}, "nodeSelector": {"gpu": None, "zone": None},
-             "tolerations": []},
+            {"replicas": 2, "resources": {"requests": None, "limits": None},
+             "nodeSelector": {"gpu": None, "zone": None}, "tolerations": []},
             id="all-cleared"),
     ],
 )
@@ -115,8 +115,8 @@ def test_scale_patch_with_a_shape(shape, expected_worker):
 
 def test_shape_on_a_worker_without_those_fields():
     shape = WorkerShape(resources={"limits": {"cpu": "1"}}, node_selector={"a": "b"})
-    worker = dco.scale_patch("SparkCluster", obj("SparkCluster", autoscaling={"maxReplicas": 2}), 1, shape)["spec"]["worker"]
-    assert worker == {"replicas": 1, "resources": {"limits": {"cpu": "1"}}, "nodeSelector": {"a": "b"}}
+    patch = dco.scale_patch("SparkCluster", obj("SparkCluster", autoscaling={"maxReplicas": 2}), 1, shape)
+    assert patch["spec"]["worker"] == {"replicas": 1, "resources": {"limits": {"cpu": "1"}}, "nodeSelector": {"a": "b"}}
 
 
 # ---------------------------------------------------------------- scale_patch: refused
@@ -323,3 +323,49 @@ def test_observed_status_invariants(seed):
     assert fields["head_ready"] == any(serving(p) for p in ours if p["metadata"]["labels"][role] == head)
     assert 0 <= fields["ready_workers"] <= len(pods)
     assert fields["desired"] == 3
+
+
+# ---------------------------------------------------------------- the backend sends nothing refused
+
+from dask_operator.backends.dco import DcoRayBackend, DcoSparkBackend  # noqa: E402
+
+
+class StubResource:
+    """`Resource.update`: counts reads and patches, like the real one (read, decide, write)."""
+
+    def __init__(self, cluster: dict) -> None:
+        self.cluster = cluster
+        self.reads = 0
+        self.patches: list[dict] = []
+
+    async def update(self, namespace, name, change):
+        self.reads += 1
+        patch = await change(copy.deepcopy(self.cluster))
+        self.patches.append(patch)
+        return patch
+
+
+@pytest.mark.parametrize(
+    "backend, cluster, replicas, kwargs, error, reads",
+    [
+        pytest.param(DcoRayBackend, obj("RayCluster", autoscaling=SCALABLE), 0, {}, InvalidScale, 0,
+                     id="zero-before-any-read"),
+        pytest.param(DcoRayBackend, obj("RayCluster", autoscaling=SCALABLE), 1, {"group": "gpu"}, InvalidScale, 0,
+                     id="unknown-group-before-any-read"),
+        pytest.param(DcoSparkBackend, obj("SparkCluster"), 2, {}, NotScalable, 1, id="no-autoscaling-after-a-read"),
+        pytest.param(DcoSparkBackend, obj("SparkCluster", autoscaling=SCALABLE, psp="x"), 2, {}, NotScalable, 1,
+                     id="psp-after-a-read"),
+    ],
+)
+async def test_refused_scale_sends_nothing(backend, cluster, replicas, kwargs, error, reads):
+    b = backend(None)
+    b.api = stub = StubResource(cluster)
+    with pytest.raises(error):
+        await b.scale("ns", "c", replicas, **kwargs)
+    assert (stub.reads, stub.patches) == (reads, [])
+
+
+async def test_backend_scale_sends_the_rules_patch():
+    b = DcoRayBackend(None)
+    b.api = stub = StubResource(obj("RayCluster", autoscaling={"minReplicas": 1, "maxReplicas": 2}))
+    assert await b.scale("ns", "c", 3) == dco.scale_patch("RayCluster", stub.cluster, 3)
