@@ -49,7 +49,7 @@ DCO_KINDS = {"dask": DcoDaskBackend, "ray": DcoRayBackend, "spark": DcoSparkBack
 DCO_RESOURCES = tuple(f"{b.plural}.{DCO_GROUP}" for b in DCO_KINDS.values())
 OWNER = "dominodatalab.com/starting-user-id"
 RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
-APACHE_CRD = Path("/work/shared/crds/sparkclusters.spark.apache.org-v1.yaml")
+APACHE_CRD = ROOT.parent / "shared" / "crds" / "sparkclusters.spark.apache.org-v1.yaml"  # ../shared beside the checkout
 APACHE = "sparkclusters.spark.apache.org"
 
 
