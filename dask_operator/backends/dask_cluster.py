@@ -13,28 +13,23 @@ from __future__ import annotations
 from .. import constants as c
 from ..core import scheduler_selector
 from ..core.scaling import WorkerShape, shape_pod_template, validate_replicas
-from ..errors import HeadNotFound, InvalidScale
+from ..errors import InvalidScale
 from ..kube import Kube
 from .base import SCALE_DOWN_FRAMEWORK, ClusterStatus
-from .resource import Resource, newest
+from .resource import Resource, ResourceBackend, newest
 
 GROUP = "workers"
 
 
-class DaskClusterBackend:
+class DaskClusterBackend(ResourceBackend):
     name = "dask-operator"
     plural = "daskclusters"
     api_version = c.API_VERSION
     resource = c.PLURAL
+    head_noun = "scheduler"
 
     def __init__(self, kube: Kube) -> None:
         self.api = Resource(kube, self.api_version, self.resource, f"Cluster ({c.API_VERSION})")
-
-    async def get(self, namespace: str, name: str) -> dict:
-        return await self.api.get(namespace, name)
-
-    async def list(self, namespace: str | None, label_selector: str | None = None) -> list[dict]:
-        return await self.api.list(namespace, label_selector)
 
     async def status(self, obj: dict) -> ClusterStatus:
         spec, status = obj.get("spec") or {}, obj.get("status") or {}
@@ -65,11 +60,3 @@ class DaskClusterBackend:
 
     async def head_pod(self, namespace: str, name: str) -> dict | None:
         return newest(await self.api.pods(namespace, scheduler_selector(name)))
-
-    async def restart_head(self, namespace: str, name: str) -> dict:
-        await self.api.get(namespace, name)
-        pod = await self.head_pod(namespace, name)
-        if pod is None:
-            raise HeadNotFound(f"Cluster {namespace}/{name} has no scheduler pod to restart")
-        await self.api.delete_pod(pod)
-        return pod

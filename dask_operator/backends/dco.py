@@ -31,15 +31,15 @@ from __future__ import annotations
 
 from ..core import dco
 from ..core.scaling import WorkerShape
-from ..errors import HeadNotFound, InvalidScale
+from ..errors import InvalidScale
 from ..kube import Kube
 from .base import SCALE_DOWN_OPERATOR, ClusterStatus
-from .resource import Resource, newest
+from .resource import Resource, ResourceBackend, newest
 
 GROUP = dco.WORKER
 
 
-class DcoBackend:
+class DcoBackend(ResourceBackend):
     """One of DCO's kinds; subclasses name which (`kind`, `name`, `plural`)."""
 
     kind: str
@@ -50,13 +50,8 @@ class DcoBackend:
 
     def __init__(self, kube: Kube) -> None:
         self.framework, self.head_role = dco.KINDS[self.kind]
+        self.head_noun = self.head_role
         self.api = Resource(kube, self.api_version, self.resource, f"Domino {self.kind} ({self.api_version})")
-
-    async def get(self, namespace: str, name: str) -> dict:
-        return await self.api.get(namespace, name)
-
-    async def list(self, namespace: str | None, label_selector: str | None = None) -> list[dict]:
-        return await self.api.list(namespace, label_selector)
 
     async def status(self, obj: dict) -> ClusterStatus:
         meta = obj["metadata"]
@@ -76,14 +71,6 @@ class DcoBackend:
 
     async def head_pod(self, namespace: str, name: str) -> dict | None:
         return newest(await self.api.pods(namespace, dco.pod_selector(self.framework, name, self.head_role)))
-
-    async def restart_head(self, namespace: str, name: str) -> dict:
-        await self.api.get(namespace, name)
-        pod = await self.head_pod(namespace, name)
-        if pod is None:
-            raise HeadNotFound(f"Domino {self.kind} {namespace}/{name} has no {self.head_role} pod to restart")
-        await self.api.delete_pod(pod)
-        return pod
 
 
 class DcoDaskBackend(DcoBackend):

@@ -22,19 +22,19 @@ import logging
 from ..core import kuberay as rules
 from ..core.pods import pod_ip, pod_ready
 from ..core.scaling import WorkerShape, validate_replicas
-from ..errors import HeadNotFound, ScaleDownUnsafe
+from ..errors import ScaleDownUnsafe
 from ..kube import Kube
 from ..ray_head import RayHeadClient, RayHeadUnreachable
 from ..scheduler_access import in_cluster
 from .base import SCALE_DOWN_NAMED, ClusterStatus
-from .resource import Resource, newest, ready_count
+from .resource import Resource, ResourceBackend, newest, ready_count
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "ray.io/v1"
 
 
-class KubeRayBackend:
+class KubeRayBackend(ResourceBackend):
     name = "kuberay"
     plural = "rayclusters"
     api_version = API_VERSION
@@ -49,12 +49,6 @@ class KubeRayBackend:
 
     async def aclose(self) -> None:
         await self.ray_head.aclose()
-
-    async def get(self, namespace: str, name: str) -> dict:
-        return await self.api.get(namespace, name)
-
-    async def list(self, namespace: str | None, label_selector: str | None = None) -> list[dict]:
-        return await self.api.list(namespace, label_selector)
 
     async def status(self, obj: dict, group: str | None = None) -> ClusterStatus:
         """Desired: the replicas of every group (or of `group`); min/max: the single or named group's."""
@@ -127,14 +121,3 @@ class KubeRayBackend:
 
     async def head_pod(self, namespace: str, name: str) -> dict | None:
         return newest(await self.api.pods(namespace, rules.head_selector(name)))
-
-    async def restart_head(self, namespace: str, name: str) -> dict:
-        await self.api.get(namespace, name)
-        pod = await self.head_pod(namespace, name)
-        if pod is None:
-            raise HeadNotFound(f"RayCluster {namespace}/{name} has no head pod to restart")
-        await self.api.delete_pod(pod)
-        log.info("restarted the head of RayCluster %s/%s: deleted pod %s for KubeRay to recreate",
-                 namespace, name, pod["metadata"]["name"])
-        return pod
-

@@ -3,12 +3,15 @@ with API errors turned into the scaling interface's errors."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from ..core.pods import pod_ready
-from ..errors import ClusterNotFound, Conflict, KubeApiError, OperatorNotInstalled, ScalingError
+from ..errors import ClusterNotFound, Conflict, HeadNotFound, KubeApiError, OperatorNotInstalled, ScalingError
 from ..kube import Kube
 
+
+log = logging.getLogger(__name__)
 
 UPDATE_ATTEMPTS = 3
 
@@ -92,6 +95,36 @@ class Resource:
             await self.kube.delete("v1", "pods", meta["namespace"], meta["name"], meta.get("uid"))
         except KubeApiError as e:
             raise ScalingError(f"cannot delete pod {meta['namespace']}/{meta['name']}: {e}") from e
+
+
+class ResourceBackend:
+    """What every backend does the same way: get and list its resource, and
+    restart the head by deleting its pod for the head's controller to replace.
+
+    A subclass sets `api` (a `Resource`), `head_noun` and `head_pod`.
+    """
+
+    api: Resource
+    head_noun = "head"
+
+    async def get(self, namespace: str, name: str) -> dict:
+        return await self.api.get(namespace, name)
+
+    async def list(self, namespace: str | None, label_selector: str | None = None) -> list[dict]:
+        return await self.api.list(namespace, label_selector)
+
+    async def head_pod(self, namespace: str, name: str) -> dict | None:
+        raise NotImplementedError
+
+    async def restart_head(self, namespace: str, name: str) -> dict:
+        await self.api.get(namespace, name)
+        pod = await self.head_pod(namespace, name)
+        if pod is None:
+            raise HeadNotFound(f"{self.api.kind_name} {namespace}/{name} has no {self.head_noun} pod to restart")
+        await self.api.delete_pod(pod)
+        log.info("%s %s/%s: deleted the %s pod %s for its controller to recreate (head restart)",
+                 self.api.kind_name, namespace, name, self.head_noun, pod["metadata"]["name"])
+        return pod
 
 
 def newest(pods: list[dict]) -> dict | None:

@@ -24,28 +24,23 @@ from __future__ import annotations
 
 from ..core import spark_operator as rules
 from ..core.scaling import WorkerShape, validate_replicas
-from ..errors import HeadNotFound, InvalidScale
+from ..errors import InvalidScale
 from ..kube import Kube
 from .base import SCALE_DOWN_OPERATOR, ClusterStatus
-from .resource import Resource, newest
+from .resource import Resource, ResourceBackend, newest
 
 GROUP = rules.WORKER
 
 
-class SparkOperatorBackend:
+class SparkOperatorBackend(ResourceBackend):
     name = "spark-operator"
     plural = "sparkclusters"
     api_version = rules.API_VERSION
     resource = "sparkclusters"
+    head_noun = "master"
 
     def __init__(self, kube: Kube) -> None:
         self.api = Resource(kube, self.api_version, self.resource, f"Apache SparkCluster ({self.api_version})")
-
-    async def get(self, namespace: str, name: str) -> dict:
-        return await self.api.get(namespace, name)
-
-    async def list(self, namespace: str | None, label_selector: str | None = None) -> list[dict]:
-        return await self.api.list(namespace, label_selector)
 
     async def status(self, obj: dict) -> ClusterStatus:
         meta = obj["metadata"]
@@ -65,12 +60,3 @@ class SparkOperatorBackend:
 
     async def head_pod(self, namespace: str, name: str) -> dict | None:
         return newest(await self.api.pods(namespace, rules.pod_selector(name, rules.MASTER)))
-
-    async def restart_head(self, namespace: str, name: str) -> dict:
-        await self.api.get(namespace, name)
-        pod = await self.head_pod(namespace, name)
-        if pod is None:
-            raise HeadNotFound(f"SparkCluster {namespace}/{name} has no master pod to restart "
-                               "(is spark-kubernetes-operator running?)")
-        await self.api.delete_pod(pod)
-        return pod
