@@ -99,7 +99,11 @@ def start_sandbox(state_dir: Path, *extra: str, timeout: float = 1800) -> Sandbo
             proc.kill()
             raise TimeoutError("sandbox did not become ready")
         time.sleep(0.2)
-    return SandboxProcess(SandboxInfo.load(state_dir), proc)
+    try:
+        return SandboxProcess(SandboxInfo.load(state_dir), proc)
+    except Exception:  # an unreadable sandbox.json must not leave the sandbox running
+        SandboxProcess(None, proc).stop()
+        raise
 
 
 # ------------------------------------------------------------------ operator
