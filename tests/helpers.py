@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -11,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import yaml
 
@@ -37,6 +38,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
             raise AssertionError(f"timed out after {timeout}s waiting for {what}"
                                  + (f" (last error: {last_error})" if last_error else ""))
         time.sleep(interval)
+
+
+async def async_wait_for(predicate: Callable[[], Awaitable[Any]], timeout: float, what: str,
+                         interval: float = 0.2) -> Any:
+    """`wait_for` for async predicates: await until truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = await predicate()
+            if value:
+                return value
+        except Exception as e:  # the condition may not be checkable yet
+            last_error = e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                                 + (f" (last error: {last_error})" if last_error else ""))
+        await asyncio.sleep(interval)
 
 
 @dataclass(frozen=True)

@@ -15,19 +15,17 @@ the sandbox is shared with tests/e2e/test_backends_contract.py through
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import kr8s.asyncio
 import pytest
 
-from helpers import Kube, SandboxProcess, start_sandbox, wait_for
+from helpers import Kube, SandboxProcess, async_wait_for, start_sandbox, wait_for
 
 from dask_operator.backends.base import SCALE_DOWN_OPERATOR
 from dask_operator.backends.dco import DcoBackend, DcoDaskBackend, DcoRayBackend, DcoSparkBackend
@@ -42,7 +40,6 @@ from dask_operator.sandbox.procs import alive
 
 pytestmark = pytest.mark.e2e
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 DCO_GROUP = "distributed-compute.dominodatalab.com"
 DCO_KINDS = {"dask": DcoDaskBackend, "ray": DcoRayBackend, "spark": DcoSparkBackend}
@@ -111,22 +108,6 @@ def delete_namespace(kube: Kube, ns: str, resources: tuple[str, ...]) -> None:
         kube.kubectl("delete", ",".join(resources), "--all", "-n", ns, "--wait=true", "--timeout=120s")
     kube.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=180s")
 
-
-async def until(predicate: Callable[[], Awaitable[T]], timeout: float, what: str, interval: float = 0.2) -> T:
-    """`helpers.wait_for` for async predicates: poll until truthy, fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while True:
-        try:
-            value = await predicate()
-            if value:
-                return value
-        except Exception as e:  # not checkable yet
-            last = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 + (f" (last error: {last})" if last else ""))
-        await asyncio.sleep(interval)
 
 
 def live(pods: list[dict]) -> list[dict]:
@@ -257,7 +238,7 @@ async def test_scale_changes_the_worker_pods_and_pins_the_bounds(dco: ThirdParty
     three = wait_for(lambda: (lambda r: r if len(r) == 3 else None)(ready_pods(kube, ns, workers)), 90,
                      "3 Ready worker pods from DCO")
     assert three == [f"c-{framework}-worker-{i}" for i in range(3)]
-    status = await until(lambda: _status_with(backend, ns, "c", ready_workers=3), 30, "status: 3 ready workers")
+    status = await async_wait_for(lambda: _status_with(backend, ns, "c", ready_workers=3), 30, "status: 3 ready workers")
     assert (status.desired, status.head_ready, status.min_replicas, status.max_replicas) == (3, True, 3, 4)
     def hpa_bounds() -> dict | None:
         hpa = kube.get("hpa", f"c-{framework}", "-n", ns)
@@ -310,10 +291,10 @@ async def test_head_restart_gives_a_new_ready_head(dco: ThirdParty, ns: str, api
     async def new_ready_head() -> dict | None:
         pod = await backend.head_pod(ns, "c")
         return pod if pod and pod["metadata"]["uid"] != old["metadata"]["uid"] and pod_ready(pod) else None
-    new = await until(new_ready_head, 90, "a new Ready head pod")
+    new = await async_wait_for(new_ready_head, 90, "a new Ready head pod")
     assert new["metadata"]["name"] == old["metadata"]["name"], "the StatefulSet recreates it under its name"
     assert new["metadata"]["creationTimestamp"] >= old["metadata"]["creationTimestamp"]
-    assert (await until(lambda: _status_with(backend, ns, "c", head_ready=True), 30, "head_ready")).head_ready
+    assert (await async_wait_for(lambda: _status_with(backend, ns, "c", head_ready=True), 30, "head_ready")).head_ready
     dco.check_alive()
 
 
@@ -441,7 +422,7 @@ async def test_spark_operator_head_is_the_master_pod(dco: ThirdParty, apache_crd
                 "metadata": {"name": "sc-master-0", "labels": {"spark-role": "master",
                                                                "spark.operator/spark-cluster-name": "sc"}},
                 "spec": {"containers": [{"name": "master", "image": "apache/spark:4.0.0"}]}}, ns)
-    status = await until(lambda: _status_with(backend, ns, "sc", head_ready=True), 60, "head_ready from the master pod")
+    status = await async_wait_for(lambda: _status_with(backend, ns, "sc", head_ready=True), 60, "head_ready from the master pod")
     assert status.ready_workers == 0
     head = await backend.head_pod(ns, "sc")
     assert head["metadata"]["name"] == "sc-master-0"

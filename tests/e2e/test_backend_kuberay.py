@@ -12,11 +12,10 @@ which has no KubeRay.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,7 +23,7 @@ import kr8s.asyncio
 import pytest
 
 from helpers import Kube as Kubectl
-from helpers import SandboxProcess, start_sandbox, wait_for
+from helpers import SandboxProcess, async_wait_for, start_sandbox, wait_for
 
 from dask_operator.backends.base import SCALE_DOWN_NAMED
 from dask_operator.backends.kuberay import KubeRayBackend
@@ -143,17 +142,6 @@ def snapshot(kubectl: Kubectl, ns: str, name: str) -> tuple[int, dict, dict[str,
     return obj["metadata"]["generation"], obj["spec"], uids(pods)
 
 
-async def eventually(check: Callable[[], Awaitable[T]], timeout: float, what: str) -> T:
-    """Await `check()` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {value!r})")
-        await asyncio.sleep(0.2)
-
 
 # ------------------------------------------------------------------ scale
 async def test_scale_up_changes_the_real_pods_and_clears_stale_names(
@@ -170,7 +158,7 @@ async def test_scale_up_changes_the_real_pods_and_clears_stale_names(
     assert (g["replicas"], g["scaleStrategy"]["workersToDelete"]) == (3, []), "stale names from before are dropped"
     workers = wait_ready_workers(kubectl, ns, "rc", 3)
     assert first["metadata"]["uid"] in uids(workers).values(), "the existing worker stays"
-    status = await eventually(lambda: _status_when(backend, ns, "rc", lambda s: s.ready_workers == 3), 60,
+    status = await async_wait_for(lambda: _status_when(backend, ns, "rc", lambda s: s.ready_workers == 3), 60,
                               "status with 3 Ready workers")
     assert (status.desired, status.head_ready, status.min_replicas, status.max_replicas, status.scale_down) == \
         (3, True, 0, 5, SCALE_DOWN_NAMED)
@@ -236,7 +224,7 @@ async def test_head_restart_gives_a_new_ready_head(kubectl: Kubectl, backend: Ku
                                 lambda ps: len(ps) == 1 and ps[0]["metadata"]["uid"] != old["metadata"]["uid"]
                                 and pod_ready(ps[0])), 90, "a new Ready head pod")
     assert (await backend.head_pod(ns, "rc"))["metadata"]["uid"] == new[0]["metadata"]["uid"]
-    status = await eventually(lambda: _status_when(backend, ns, "rc", lambda s: s.head_ready), 60, "head_ready")
+    status = await async_wait_for(lambda: _status_when(backend, ns, "rc", lambda s: s.head_ready), 60, "head_ready")
     assert status.head_ready
 
 
