@@ -20,6 +20,7 @@ from typing import Callable, TypeVar
 import pytest
 
 from helpers import Kube, start_sandbox, wait_for
+from test_backend_kuberay import ray_cluster
 
 from dask_operator.sandbox import SandboxInfo
 from dask_operator.sandbox.procs import alive
@@ -97,26 +98,10 @@ def test_operators_listen_only_on_loopback(operators: Operators) -> None:
 
 
 # ------------------------------------------------------------------ KubeRay
-def ray_container(name: str) -> dict:
-    return {"name": name, "image": "rayproject/ray:2.41.0", "resources": RESOURCES}
-
-
-def kuberay_cluster(name: str, replicas: int) -> dict:
-    return {
-        "apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": name},
-        "spec": {
-            "headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [ray_container("ray-head")]}}},
-            "workerGroupSpecs": [{
-                "groupName": "workers", "replicas": replicas, "minReplicas": 0, "maxReplicas": 5,
-                "rayStartParams": {}, "template": {"spec": {"containers": [ray_container("ray-worker")]}},
-            }],
-        },
-    }
-
 
 def test_kuberay_creates_and_scales_a_raycluster(operators: Operators, ns: str) -> None:
     kube = operators.kube
-    kube.apply(kuberay_cluster("rc", 1), ns)
+    kube.apply(ray_cluster("rc", 1), ns)
     head, workers = "ray.io/cluster=rc,ray.io/node-type=head", "ray.io/cluster=rc,ray.io/node-type=worker"
     wait_for(lambda: len(live_pods(kube, ns, head)) == 1 and len(live_pods(kube, ns, workers)) == 1,
              60, "KubeRay's head pod and 1 worker pod")

@@ -52,6 +52,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from dask_operator.errors import SchedulerUnreachable
 
 Key = tuple[str, str, "str | None", str]  # (version, plural, namespace, name)
@@ -420,3 +422,27 @@ class FakeDask:
                 del self._after[i]
                 fn()
                 return
+
+
+class Server:
+    """An `httpx.MockTransport` handler for the HTTP clients' tests.
+
+    Answers from `answers` in turn (the last one repeats): an `httpx.Response`,
+    a callable taking the request, or a JSON body (answered with 200). Every
+    request is recorded.
+    """
+
+    def __init__(self, *answers: Any) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if callable(answer):
+            answer = answer(request)
+        return answer if isinstance(answer, httpx.Response) else httpx.Response(200, json=answer)
+
+    @property
+    def last(self) -> httpx.Request:
+        return self.requests[-1]

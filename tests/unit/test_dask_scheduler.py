@@ -16,6 +16,8 @@ import json
 import httpx
 import pytest
 
+from fakes import Server
+
 from dask_operator.dask_scheduler import QUERY_TIMEOUT_SECONDS, RETIRE_TIMEOUT_SECONDS, DaskSchedulerClient
 from dask_operator.errors import SchedulerUnreachable
 
@@ -25,15 +27,6 @@ RETIRED = {
     "tcp://10.1.0.2:40000": {"type": "Worker", "id": "dask-worker-1", "name": "dask-worker-1", "nthreads": 1},
 }
 
-
-class Server:
-    def __init__(self, answer) -> None:
-        self.answer = answer
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.answer(request) if callable(self.answer) else self.answer
 
 
 def client_for(server: Server) -> DaskSchedulerClient:

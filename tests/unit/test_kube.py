@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 
 import httpx
 import pytest
-from fakes import FakeDask, FakeKube, prefer, selector_matches
+from fakes import FakeDask, FakeKube, Server, prefer, selector_matches
 from prometheus_client import REGISTRY
 
 from dask_operator import constants as c
@@ -49,22 +48,6 @@ class FakeApi:
     def __init__(self, token: str | None = "token-1") -> None:
         self.auth = FakeAuth(token)
 
-
-class Server:
-    """Answers requests from a list of responses (or one callable), recording each request."""
-
-    def __init__(self, *answers: httpx.Response | Callable[[httpx.Request], httpx.Response]) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        return answer(request) if callable(answer) else answer
-
-    @property
-    def last(self) -> httpx.Request:
-        return self.requests[-1]
 
 
 def kube_for(server: Server, token: str | None = "token-1") -> Kube:

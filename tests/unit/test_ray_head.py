@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from fakes import FakeKube
+from fakes import FakeKube, Server
 
 from dask_operator.backends.base import SCALE_DOWN_NAMED
 from dask_operator.backends.kuberay import KubeRayBackend
@@ -48,16 +48,6 @@ def summary(*nodes: dict) -> dict:
     return {"result": True, "msg": "Node summary fetched.",
             "data": {"summary": list(nodes), "nodeLogicalResources": {}}}
 
-
-class Server:
-    def __init__(self, answer) -> None:
-        self.answer = answer
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answer(request) if callable(self.answer) else self.answer
-        return answer if isinstance(answer, httpx.Response) else httpx.Response(200, json=answer)
 
 
 def client_for(server: Server) -> RayHeadClient:
