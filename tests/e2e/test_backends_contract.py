@@ -35,7 +35,7 @@ from typing import Any
 import kr8s.asyncio
 import pytest
 
-from helpers import Kube, wait_for
+from helpers import Kube, async_wait_for, wait_for
 from test_backend_dco import (
     DCO_RESOURCES,
     OWNER,
@@ -49,7 +49,6 @@ from test_backend_dco import (
     names,
     namespace_name,
     thirdparty_sandbox,
-    until,
 )
 
 from dask_operator.backends.base import SCALE_DOWN_FRAMEWORK, SCALE_DOWN_NAMED, SCALE_DOWN_OPERATOR, Backend
@@ -219,7 +218,7 @@ async def consistent_status(env: Env, name: str, desired: int, timeout: float = 
         status, pods = await pods_view(env, name)
         agrees = (status.ready_workers, status.head_ready) == (pods["ready_workers"], pods["head_ready"])
         return status if agrees and status.desired == desired and status.ready_workers == desired else None
-    return await until(check, timeout, f"{env.case.id}: a status that agrees with the pods at {desired} workers")
+    return await async_wait_for(check, timeout, f"{env.case.id}: a status that agrees with the pods at {desired} workers")
 
 
 # ------------------------------------------------------------ the contract
