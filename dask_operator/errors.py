@@ -108,3 +108,10 @@ class Conflict(ScalingError):
 
     code = "conflict"
     http_status = 409
+
+
+class BackendUnavailable(ScalingError):
+    """A valid kind whose configured backend is not in this build."""
+
+    code = "backend_unavailable"
+    http_status = 501

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from ..errors import (ClusterNotFound, DaskOperatorError, HeadNotFound, InvalidKind, InvalidScale, NotScalable,
+from ..errors import (BackendUnavailable, ClusterNotFound, DaskOperatorError, HeadNotFound, InvalidKind, InvalidScale, NotScalable,
                       OperatorNotInstalled, ScaleDownUnsafe)
 from . import openapi, views
 from .auth import API_KEY_HEADERS, Authenticator, Identity
-from .errors import (AuthUnavailable, BackendUnavailable, BadRequest, Forbidden, InvalidTier, NotSupported,
+from .errors import (AuthUnavailable, BadRequest, Forbidden, InvalidTier, NotSupported,
                      Unauthenticated)
 from .service import ScalerService
 

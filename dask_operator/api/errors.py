@@ -38,10 +38,6 @@ class TiersUnavailable(ApiError):
     """The tiers ConfigMap cannot be read or is malformed (a server-side fault)."""
 
 
-class BackendUnavailable(ApiError):
-    """A valid kind whose configured backend is not in this build."""
-
-
 class NotSupported(ApiError):
     """The kind's backend cannot do this operation (e.g. change the head's tier)."""
 

@@ -78,12 +78,13 @@ async def build(args: argparse.Namespace):
     from .app import build_app
     from .auth import Authenticator, KeyStore
     from .reviews import KubeReviews
-    from .service import Kinds, ScalerService, Settings
+    from ..backends.registry import Registry
+    from .service import ScalerService, Settings
     from .tiers import TierSource
 
     kube = await Kube.connect()
     own = os.environ.get("POD_NAMESPACE") or kube.api.namespace or "default"
-    kinds = Kinds.build(kube, dict(args.backend))
+    kinds = Registry.build(kube, dict(args.backend))
     for kind, name in sorted(kinds.missing.items()):
         log.warning("%s: backend %r is not available in this build; requests for %s answer 501", kind, name, kind)
     keys = KeyStore(kube, *_where(args.keys_secret, own), ttl=args.config_ttl)

@@ -24,16 +24,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..backends.base import Backend
-from ..backends.registry import DEFAULTS, FACTORIES, KINDS
-from ..errors import InvalidKind
+from ..backends.registry import Registry
 from . import views
 from .auth import Identity
-from .errors import BackendUnavailable, BadRequest, Forbidden, NotSupported
+from .errors import BadRequest, Forbidden, NotSupported
 from .tiers import resolve
 
 DEFAULT_NAMESPACE = "domino-compute"
 DEFAULT_OWNER_LABEL = "dominodatalab.com/starting-user-id"
-KIND_MESSAGE = f"kind must be one of [{', '.join(KINDS)}]"
 
 
 @dataclass(frozen=True)
@@ -44,51 +42,12 @@ class Settings:
     list_concurrency: int = 8  # status reads in flight while building a list's views
 
 
-class Kinds:
-    """The backend of each kind; kinds whose backend is missing say so."""
-
-    def __init__(self, backends: Mapping[str, Backend], missing: Mapping[str, str] | None = None) -> None:
-        self.backends = dict(backends)
-        self.missing = dict(missing or {})  # kind -> the backend name that is not available
-
-    @classmethod
-    def build(cls, kube, choices: Mapping[str, str] | None = None, factories: Mapping = FACTORIES,
-              defaults: Mapping[str, str] = DEFAULTS) -> Kinds:
-        """Backends over `defaults`; a backend chosen explicitly must exist (ValueError),
-        a default one that does not is reported per kind (`BackendUnavailable`)."""
-        choices = dict(choices or {})
-        wrong = {k: v for k, v in choices.items() if k not in KINDS or v not in factories}
-        if wrong:
-            raise ValueError(f"unknown kinds or backends {wrong}; kinds: {list(KINDS)}, "
-                             f"backends available: {sorted(factories)}")
-        chosen = {**defaults, **choices}
-        backends = {k: factories[v](kube) for k, v in chosen.items() if v in factories}
-        for kind, backend in backends.items():
-            if backend.plural != kind:
-                raise ValueError(f"backend {backend.name} serves {backend.plural}, not {kind}")
-        return cls(backends, {k: v for k, v in chosen.items() if v not in factories})
-
-    def backend(self, kind: str) -> Backend:
-        if kind not in KINDS:
-            raise InvalidKind(KIND_MESSAGE)
-        if kind in self.backends:
-            return self.backends[kind]
-        name = self.missing.get(kind, "none")
-        raise BackendUnavailable(f"{kind} are served by the backend {name!r}, which this server does not have "
-                                 f"(available: {', '.join(sorted(b.name for b in self.backends.values()))})")
-
-    async def aclose(self) -> None:
-        for backend in self.backends.values():
-            if hasattr(backend, "aclose"):
-                await backend.aclose()
-
-
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
 class ScalerService:
-    def __init__(self, kinds: Kinds, auth, tiers, settings: Settings = Settings(),
+    def __init__(self, kinds: Registry, auth, tiers, settings: Settings = Settings(),
                  now: Callable[[], dt.datetime] = _utcnow) -> None:
         """`auth` answers `is_admin(identity, api_group, resource)`; `tiers` answers `tiers()`."""
         self.kinds, self.auth, self.tiers, self.settings, self.now = kinds, auth, tiers, settings, now

@@ -34,7 +34,8 @@ from api_fakes import FakeBackend, FakeReviews, check_response, review
 from dask_operator.api import openapi
 from dask_operator.api.app import build_app
 from dask_operator.api.auth import Authenticator, KeyStore
-from dask_operator.api.service import Kinds, ScalerService, Settings
+from dask_operator.api.service import ScalerService, Settings
+from dask_operator.backends.registry import Registry
 from dask_operator.api.tiers import StaticTiers, parse_tiers
 
 AUDIENCE = "ddl-cluster-scaler"
@@ -94,7 +95,7 @@ class World:
         self.missing = {"sparkclusters": "dco-spark"}
 
     def app(self):
-        kinds = Kinds({"daskclusters": self.dask, "rayclusters": self.ray}, self.missing)
+        kinds = Registry({"daskclusters": self.dask, "rayclusters": self.ray}, self.missing)
         auth = Authenticator(self.reviews, KeyStore(self.kube, "ops", "keys"), admin_groups=["scaler-admins"],
                              audiences=[AUDIENCE])
         return build_app(ScalerService(kinds, auth, self.tiers, self.settings, now=lambda: NOW), auth)

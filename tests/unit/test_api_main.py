@@ -11,8 +11,8 @@ from api_world import World
 from dask_operator import errors
 from dask_operator.api import main, openapi
 from dask_operator.api.app import ERRORS, ROUTES
-from dask_operator.api.errors import BackendUnavailable
-from dask_operator.api.service import Kinds
+from dask_operator.errors import BackendUnavailable
+from dask_operator.backends.registry import Registry
 from dask_operator.errors import InvalidKind
 
 
@@ -56,7 +56,7 @@ DEFAULTS = {"daskclusters": "dask-operator", "rayclusters": "kuberay", "sparkclu
 
 
 def test_kinds_report_missing_default_backends() -> None:
-    kinds = Kinds.build(None, {}, FACTORIES, DEFAULTS)
+    kinds = Registry.build(None, {}, FACTORIES, DEFAULTS)
     assert sorted(kinds.backends) == ["daskclusters", "rayclusters"]
     with pytest.raises(BackendUnavailable, match="'dco-spark'"):
         kinds.backend("sparkclusters")
@@ -69,11 +69,11 @@ def test_kinds_report_missing_default_backends() -> None:
                          ids=["chosen-backend-missing", "unknown-kind", "backend-for-another-kind"])
 def test_kinds_refuse_bad_choices(choices: dict) -> None:
     with pytest.raises(ValueError):
-        Kinds.build(None, choices, FACTORIES, DEFAULTS)
+        Registry.build(None, choices, FACTORIES, DEFAULTS)
 
 
 def test_kinds_with_the_real_registry_serve_our_cluster() -> None:
-    kinds = Kinds.build(object())
+    kinds = Registry.build(object())
     assert kinds.backend("daskclusters").name == "dask-operator"
 
 

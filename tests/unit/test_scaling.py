@@ -70,9 +70,9 @@ def test_shape_on_an_empty_template_makes_a_container():
 
 def test_registry_refuses_unknown_backends_and_kinds():
     with pytest.raises(ValueError, match="unknown kinds or backends"):
-        Registry.configure(None, {"daskclusters": "nope"})
+        Registry.build(None, {"daskclusters": "nope"})
     with pytest.raises(ValueError, match="unknown kinds or backends"):
-        Registry.configure(None, {"mpiclusters": "dask-operator"})
+        Registry.build(None, {"mpiclusters": "dask-operator"})
 
 
 def test_registry_answers_invalid_kind_with_the_seed_message():
@@ -80,5 +80,5 @@ def test_registry_answers_invalid_kind_with_the_seed_message():
     registry = Registry({"daskclusters": DaskClusterBackend(None)})
     with pytest.raises(InvalidKind) as raised:
         registry.backend("mpiclusters")
-    assert str(raised.value) == "kind must be one of [daskclusters]"
+    assert str(raised.value) == "kind must be one of [rayclusters, daskclusters, sparkclusters]"
     assert set(DEFAULTS) == set(KINDS)
