@@ -17,6 +17,12 @@ ROLE_WORKER = "worker"
 # The CRD's ceiling on spec.workers.replicas.
 MAX_WORKERS = 10000
 
+# Label on worker pods: a hash of the worker template they were made from. When
+# the template changes, workers are replaced new-first, with at most this many
+# percent (at least one pod) beyond the desired count while they are.
+LABEL_TEMPLATE_HASH = f"{GROUP}/worker-template-hash"
+MAX_SURGE_PERCENT = 25
+
 # Annotation recording when the operator asked the scheduler to retire a worker.
 ANNOTATION_RETIRING = f"{GROUP}/retiring-since"
 

@@ -9,7 +9,7 @@ through `DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES`:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import httpx
 
@@ -53,16 +53,20 @@ class DaskSchedulerClient:
         except (KeyError, TypeError, AttributeError) as e:
             raise SchedulerUnreachable(f"GET {url}: unexpected answer: {str(body)[:200]}") from e
 
-    async def retire(self, base_url: str, n: int) -> Mapping[str, Mapping]:
-        """Ask the scheduler to retire `n` workers of its choosing.
+    async def retire(self, base_url: str, n: int | None = None,
+                     addresses: Sequence[str] | None = None) -> Mapping[str, Mapping]:
+        """Ask the scheduler to retire `n` workers of its choosing, or the workers at `addresses`.
 
-        The scheduler picks the workers cheapest to retire (least data, via
-        `workers_to_close`) and moves their keys to the remaining workers before
-        it answers. Returns its report, {address: worker info incl. name}, for
-        every worker it actually retired.
+        Given `n`, the scheduler picks the workers cheapest to retire (least
+        data, via `workers_to_close`). Either way it moves their keys to the
+        remaining workers before it answers. Returns its report, {address:
+        worker info incl. name}, for every worker it actually retired.
         """
+        if (n is None) == (addresses is None):
+            raise ValueError("give either n or addresses")
         url = f"{base_url}/api/v1/retire_workers"
-        body = await self._call("POST", url, RETIRE_TIMEOUT_SECONDS, json={"n": n})
+        payload = {"n": n} if n is not None else {"workers": list(addresses or ())}
+        body = await self._call("POST", url, RETIRE_TIMEOUT_SECONDS, json=payload)
         if not isinstance(body, Mapping):
             raise SchedulerUnreachable(f"POST {url}: unexpected answer: {str(body)[:200]}")
         return body

@@ -9,12 +9,15 @@ The pass, in order, each step idempotent:
 3. status: compute the whole status and patch it only when it changed.
 
 A blocked scale-down comes back in `Outcome.blocked`; the kopf layer turns it
-into a condition, an Event and a retry. No kopf here.
+into a condition, an Event and a retry. While outdated workers wait for their
+replacements to register with the scheduler (which no pod event announces),
+the Cluster is reconciled again after `REQUEUE_SECONDS`. No kopf here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
@@ -36,6 +39,10 @@ from .kube import Kube
 from .scheduler_access import SchedulerAccess, SchedulerEndpoints
 from .workers import Scaled, WorkerScaler, utcnow
 
+log = logging.getLogger(__name__)
+
+REQUEUE_SECONDS = 2.0
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -55,6 +62,7 @@ class Outcome:
             ("deleted", s.deleted, "worker pods holding no data or already retired"),
             ("deleted", s.unregistered, "worker pods the scheduler had not registered"),
             ("retired", s.retired, "workers through the scheduler and deleted their pods"),
+            ("replaced", s.replaced, "outdated workers: retired through the scheduler once new ones served"),
         ) if names]
         return "; ".join(parts) + f" (desired {self.desired})" if parts else None
 
@@ -69,9 +77,12 @@ class Reconciler:
         self.endpoints = endpoints
         self.workers = WorkerScaler(kube, dask)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._requeued: dict[tuple[str, str], asyncio.Task] = {}
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
+        if task := self._requeued.pop((namespace, name), None):
+            task.cancel()
         self.endpoints.forget((namespace, name))
         metrics.forget_cluster(namespace, name)
 
@@ -91,7 +102,24 @@ class Reconciler:
                 status = await self._status(spec, body.get("status") or {}, scheduler_pods, scaled)
             finally:
                 metrics.RECONCILE_SECONDS.observe(time.perf_counter() - start)
+        if scaled.waiting:
+            self._requeue(spec.namespace, spec.name)
         return Outcome(spec.replicas, status, scaled)
+
+    def _requeue(self, namespace: str, name: str) -> None:
+        """Reconcile this Cluster again in `REQUEUE_SECONDS` (once, however often asked)."""
+        key = (namespace, name)
+
+        async def later() -> None:
+            await asyncio.sleep(REQUEUE_SECONDS)
+            del self._requeued[key]
+            try:
+                await self.reconcile_by_name(namespace, name)
+            except DaskOperatorError as e:
+                log.warning("%s/%s: requeued reconcile failed: %s", namespace, name, e)
+
+        if key not in self._requeued:
+            self._requeued[key] = asyncio.get_running_loop().create_task(later())
 
     async def _scheduler(self, spec: ClusterSpec, apply_children: bool) -> tuple[list[dict], str | None]:
         if apply_children:

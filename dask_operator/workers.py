@@ -8,7 +8,10 @@ Every deletion is one of three kinds, and only these:
    are deleted;
 3. pods whose workers the scheduler reports retired (it moved their keys to
    the remaining workers first); they are annotated before they are deleted,
-   so that after a crash they are deleted without asking again.
+   so that after a crash they are deleted without asking again. The
+   scheduler chooses which workers go for a plain surplus; outdated workers
+   being replaced (`ScalePlan.replace`) are retired by name, and those it has
+   not registered are deleted like (2).
 A failure to reach the scheduler, or a retirement of fewer workers than asked,
 deletes nothing more and comes back as `Scaled.blocked`.
 """
@@ -61,7 +64,9 @@ class Scaled:
     deleted: tuple[str, ...] = ()  # pods holding no data that were deleted
     unregistered: tuple[str, ...] = ()  # pods deleted whose workers the scheduler had not registered
     retired: tuple[str, ...] = ()  # pods of workers the scheduler retired
+    replaced: tuple[str, ...] = ()  # pods of outdated workers retired (or never registered) and deleted
     blocked: DaskOperatorError | None = None
+    waiting: bool = False  # outdated workers wait for new ones to register: no pod event will say when
 
 
 class WorkerScaler:
@@ -73,7 +78,9 @@ class WorkerScaler:
         """One step towards `spec.replicas` live workers."""
         pods, foreign = await self._pods(spec)
         observed = [WorkerPod.from_pod(p) for p in pods]
-        plan = plan_workers(spec.name, spec.replicas, observed, reserved=foreign)
+        registered, unreachable = await self._registered_if_replacing(spec, scheduler_url, observed)
+        plan = plan_workers(spec.name, spec.replicas, observed, reserved=foreign,
+                            template_hash=spec.worker_template_hash, registered=registered)
         uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
         created: tuple[str, ...] = ()
         if plan.create:
@@ -86,23 +93,35 @@ class WorkerScaler:
         deleted = await self._delete(spec, plan.delete, uids, "holding no data or already retired")
         unregistered: tuple[str, ...] = ()
         retired: tuple[str, ...] = ()
+        replaced: tuple[str, ...] = ()
         blocked: DaskOperatorError | None = None
-        if plan.retire:
-            try:
-                if scheduler_url is None:
-                    raise SchedulerUnreachable("no Ready scheduler pod")
+        try:
+            if (plan.retire or plan.replace) and scheduler_url is None:
+                raise SchedulerUnreachable("no Ready scheduler pod")
+            if plan.replace:  # a replacement plan retires nothing else
+                if unreachable or registered is None:
+                    raise unreachable or SchedulerUnreachable("the scheduler's workers are not known")
+                replaced = await self._replace(spec, scheduler_url, plan.replace, registered, observed, uids)
+            elif plan.retire:
                 unregistered = await self._delete_unregistered(spec, scheduler_url, plan.retire, observed, uids)
                 if plan.retire > len(unregistered):
                     retired = await self._retire(spec, scheduler_url, plan.retire - len(unregistered), observed,
                                                  uids)
-            except RetireIncomplete as e:
-                retired, blocked = tuple(e.retired), e
-            except DaskOperatorError as e:
-                blocked = e
+        except RetireIncomplete as e:
+            blocked = e
+            if plan.replace:
+                replaced = tuple(e.retired)
+            else:
+                retired = tuple(e.retired)
+        except DaskOperatorError as e:
+            blocked = e
+        waiting = registered is not None and any(
+            p.live and p.serving and not p.outdated(spec.worker_template_hash) and p.name not in registered
+            for p in observed)
         if not plan.empty:
             pods, _ = await self._pods(spec)
             observed = [WorkerPod.from_pod(p) for p in pods]
-        return Scaled(plan, observed, created, deleted, unregistered, retired, blocked)
+        return Scaled(plan, observed, created, deleted, unregistered, retired, replaced, blocked, waiting)
 
     async def _pods(self, spec: ClusterSpec) -> tuple[list[dict], list[str]]:
         """This Cluster's worker pods, and the names of same-labelled pods owned by another
@@ -150,18 +169,54 @@ class WorkerScaler:
                                 "hooks have the scheduler retire them", spec.namespace, spec.name, ", ".join(raced))
         return unknown
 
+    async def _registered_if_replacing(
+            self, spec: ClusterSpec, url: str | None, observed: list[WorkerPod],
+    ) -> tuple[dict[str, str] | None, SchedulerUnreachable | None]:
+        """While outdated workers serve, the scheduler's workers ({name: address}), else None (not
+        needed). When it cannot be asked: ({}, why), so replacements are made and none retired."""
+        if not any(p.live and p.serving and p.outdated(spec.worker_template_hash) for p in observed):
+            return None, None
+        try:
+            if url is None:
+                raise SchedulerUnreachable("no Ready scheduler pod")
+            return await self.dask.workers(url), None
+        except SchedulerUnreachable as e:
+            return {}, e
+
+    async def _replace(self, spec: ClusterSpec, url: str, names: tuple[str, ...], registered: dict[str, str],
+                       observed: list[WorkerPod], uids: dict[str, str]) -> tuple[str, ...]:
+        """Retire these outdated workers by name; delete the pods of those it retired or never registered."""
+        unknown = tuple(n for n in names if n not in registered)
+        gone = await self._delete(spec, unknown, uids, "outdated, whose workers the scheduler never registered")
+        asked = [n for n in names if n in registered]
+        if not asked:
+            return gone
+        report = await self.dask.retire(url, addresses=[registered[n] for n in asked])
+        retired = await self._delete_retired(spec, select_retired(asked, report, observed), uids,
+                                             f"outdated, whose workers the scheduler retired once their "
+                                             f"replacements served ({{}} of {len(asked)} asked)")
+        if len(retired) < len(asked):
+            raise RetireIncomplete(len(asked), list(gone + retired))
+        return gone + retired
+
     async def _retire(self, spec: ClusterSpec, url: str, n: int, observed: list[WorkerPod],
                       uids: dict[str, str]) -> tuple[str, ...]:
         """Retire `n` workers through the scheduler; delete only what it retired."""
         report = await self.dask.retire(url, n)
-        retired = select_retired(None, report, observed)
+        retired = await self._delete_retired(spec, select_retired(None, report, observed), uids,
+                                             f"whose workers the scheduler retired ({{}} of {n} asked)")
+        if len(retired) < n:
+            raise RetireIncomplete(n, list(retired))
+        return retired
+
+    async def _delete_retired(self, spec: ClusterSpec, retired: tuple[str, ...], uids: dict[str, str],
+                              why: str) -> tuple[str, ...]:
+        """Annotate the pods of retired workers (so a crash cannot ask again), then delete them."""
         since = utcnow()
         await bounded(
             self.kube.patch("v1", "pods", spec.namespace, name,
                             {"metadata": {"annotations": {c.ANNOTATION_RETIRING: since}}})
             for name in retired
         )
-        await self._delete(spec, retired, uids, f"whose workers the scheduler retired ({len(retired)} of {n} asked)")
-        if len(retired) < n:
-            raise RetireIncomplete(n, list(retired))
+        await self._delete(spec, retired, uids, why.format(len(retired)))
         return retired

@@ -8,12 +8,8 @@ collector.
 
 Defaults, applied only where the template leaves the field out:
 
-Both roles (every container and init container, and the pod):
-  - pod ``securityContext``: ``runAsNonRoot: true`` (skipped if any
-    ``runAsUser`` is 0), ``runAsUser: 1000``, ``seccompProfile: RuntimeDefault``;
-  - container ``securityContext``: ``allowPrivilegeEscalation: false`` (skipped
-    for privileged containers), ``capabilities: {drop: [ALL]}``;
-  these make the pods pass the Pod Security Standards "restricted" profile.
+Both roles: the Pod Security Standards "restricted" defaults of
+``core.pod_security``, on the pod and every container and init container.
 
 Main container (the template's first container, else a new one):
   - ``name``: ``scheduler`` / ``worker``;
@@ -31,6 +27,8 @@ Scheduler:
     3 failures; ``livenessProbe``: GET ``/health``, after 10 s.
 
 Worker:
+  - label ``dask.charmtx.com/worker-template-hash``: the worker template's
+    hash (``ClusterSpec.worker_template_hash``), so outdated pods are known;
   - ``command: [dask, worker]`` and
     ``args: [--name, $(DASK_WORKER_NAME), --dashboard-address, :8788]`` if
     neither command nor args are given (``dask worker`` has no env var for its
@@ -53,21 +51,13 @@ from collections.abc import Callable
 from typing import Any
 
 from dask_operator import constants as c
+from dask_operator.core.pod_security import default_security
 from dask_operator.core.retire_hook import retire_self_lifecycle
 from dask_operator.core.spec import ClusterSpec
 
 DEFAULT_RESOURCES = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
     "limits": {"memory": "1Gi"},
-}
-DEFAULT_POD_SECURITY_CONTEXT = {
-    "runAsNonRoot": True,
-    "runAsUser": 1000,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-DEFAULT_CONTAINER_SECURITY_CONTEXT = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
 }
 ENV_SCHEDULER_ROUTES = "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES"
 ENV_SCHEDULER_ADDRESS = "DASK_SCHEDULER_ADDRESS"
@@ -243,7 +233,7 @@ def worker_pod(spec: ClusterSpec, name: str) -> dict[str, Any]:
     """One worker: a bare Pod named ``name``."""
     template = _pod_template(
         spec.worker_template,
-        labels(spec.name, c.ROLE_WORKER),
+        {**labels(spec.name, c.ROLE_WORKER), c.LABEL_TEMPLATE_HASH: spec.worker_template_hash},
         c.WORKER_CONTAINER,
         lambda container: _worker_container_defaults(container, spec, name),
     )
@@ -297,7 +287,7 @@ def _pod_template(
     main.setdefault("image", c.DEFAULT_IMAGE)
     main.setdefault("resources", copy.deepcopy(DEFAULT_RESOURCES))
     container_defaults(main)
-    _default_security(pod_spec)
+    default_security(pod_spec)
     return {"metadata": result_metadata, "spec": pod_spec}
 
 
@@ -328,23 +318,3 @@ def _default_env(container: dict[str, Any], values: dict[str, str]) -> None:
     env = container["env"] = container.get("env") or []
     present = {e.get("name") for e in env}
     env.extend({"name": k, "value": v} for k, v in values.items() if k not in present)
-
-
-def _default_security(pod_spec: dict[str, Any]) -> None:
-    """Pod Security Standards "restricted" defaults, only where not set."""
-    containers = pod_spec["containers"] + (pod_spec.get("initContainers") or [])
-    pod_ctx = pod_spec["securityContext"] = pod_spec.get("securityContext") or {}
-    runs_as_root = any(
-        ctx.get("runAsUser") == 0
-        for ctx in [pod_ctx] + [ct.get("securityContext") or {} for ct in containers]
-    )
-    for key, value in DEFAULT_POD_SECURITY_CONTEXT.items():
-        if key == "runAsNonRoot" and runs_as_root:
-            continue
-        pod_ctx.setdefault(key, copy.deepcopy(value))
-    for container in containers:
-        ctx = container["securityContext"] = container.get("securityContext") or {}
-        for key, value in DEFAULT_CONTAINER_SECURITY_CONTEXT.items():
-            if key == "allowPrivilegeEscalation" and ctx.get("privileged"):
-                continue
-            ctx.setdefault(key, copy.deepcopy(value))

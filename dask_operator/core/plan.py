@@ -4,6 +4,12 @@ A worker pod is *live* when it is not being deleted, not retiring (the
 scheduler reported it retired) and not terminal (phase Succeeded or Failed,
 e.g. evicted). Live pods are what ``status.workers.count`` counts and what the
 plan compares with the desired replicas.
+
+A worker pod is *outdated* when its template-hash label names another worker
+template than the Cluster's current one (`manifests.worker_template_hash`);
+pods without the label (made before the label existed) count as current, so
+an operator upgrade alone replaces nothing. Outdated workers are replaced
+gracefully, new first (`plan_workers`, "Replacement").
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class WorkerPod:
     deleting: bool
     retiring_since: str | None
     created: str
+    template_hash: str | None = None
 
     @classmethod
     def from_pod(cls, pod: Mapping) -> WorkerPod:
@@ -43,6 +50,7 @@ class WorkerPod:
             deleting=bool(metadata.get("deletionTimestamp")),
             retiring_since=annotations.get(c.ANNOTATION_RETIRING),
             created=str(metadata.get("creationTimestamp") or ""),
+            template_hash=(metadata.get("labels") or {}).get(c.LABEL_TEMPLATE_HASH),
         )
 
     @property
@@ -60,6 +68,10 @@ class WorkerPod:
         """Counted as a worker: not deleting, not retiring, not terminal."""
         return not (self.deleting or self.retiring or self.terminal)
 
+    def outdated(self, template_hash: str | None) -> bool:
+        """Made from another worker template than ``template_hash`` (None: nothing is)."""
+        return template_hash is not None and self.template_hash not in (None, template_hash)
+
     @property
     def serving(self) -> bool:
         """Running and Ready: it may hold data, so only the scheduler may retire it."""
@@ -73,11 +85,17 @@ class ScalePlan:
     create: tuple[str, ...] = ()
     delete: tuple[str, ...] = ()
     retire: int = 0
+    replace: tuple[str, ...] = ()  # outdated serving workers to retire by name
 
     @property
     def empty(self) -> bool:
         """Nothing to do."""
-        return not (self.create or self.delete or self.retire)
+        return not (self.create or self.delete or self.retire or self.replace)
+
+
+def surge_limit(desired: int) -> int:
+    """Pods a replacement may run beyond ``desired``: `MAX_SURGE_PERCENT`, rounded up, at least 1."""
+    return max(1, -(-desired * c.MAX_SURGE_PERCENT // 100))
 
 
 def live_pods(pods: Iterable[WorkerPod]) -> list[WorkerPod]:
@@ -86,7 +104,8 @@ def live_pods(pods: Iterable[WorkerPod]) -> list[WorkerPod]:
 
 
 def plan_workers(
-    cluster_name: str, desired: int, pods: Sequence[WorkerPod], reserved: Iterable[str] = ()
+    cluster_name: str, desired: int, pods: Sequence[WorkerPod], reserved: Iterable[str] = (),
+    template_hash: str | None = None, registered: Collection[str] | None = None,
 ) -> ScalePlan:
     """Plan the step from the observed pods towards ``desired`` live workers.
 
@@ -100,9 +119,27 @@ def plan_workers(
     - Too many: delete surplus pods that are not Running and Ready (they hold
       no data) -- not-Running first, then newest, then highest index -- and
       leave the rest of the surplus to the scheduler to retire.
+
+    Replacement, when pods are outdated against ``template_hash``:
+    - outdated pods that are not serving hold no data and are deleted at once;
+    - while outdated serving workers remain, current workers are created up
+      to ``desired``, with at most ``desired + surge_limit(desired)`` live
+      pods in all (new workers first);
+    - outdated serving workers are retired by name through the scheduler only
+      as far as serving workers stay at ``desired`` or above: each goes once
+      a current worker serves in its place (to zero when ``desired`` is 0);
+      disposal order, as above. A current worker serves once its pod is
+      Ready and, when ``registered`` (the scheduler's worker names) is
+      given, the scheduler has registered it;
+    - meanwhile a surplus of current workers only loses pods that are not
+      serving; their retirement waits for the replacement to finish.
     """
-    live = live_pods(pods)
-    doomed = [p.name for p in pods if not p.deleting and not p.live]
+    outdated = [p for p in pods if p.live and p.outdated(template_hash)]
+    if any(p.serving for p in outdated):
+        return _replacement(cluster_name, desired, pods, set(reserved), template_hash, registered)
+    old = {p.name for p in outdated}
+    live = [p for p in live_pods(pods) if p.name not in old]
+    doomed = [p.name for p in pods if not p.deleting and (not p.live or p.name in old)]
     if len(live) < desired:
         taken = {p.name for p in pods} | set(reserved)
         create = _free_names(cluster_name, taken, desired - len(live))
@@ -113,6 +150,24 @@ def plan_workers(
         delete=tuple(doomed + [p.name for p in idle]),
         retire=surplus - len(idle),
     )
+
+
+def _replacement(cluster_name: str, desired: int, pods: Sequence[WorkerPod], reserved: set[str],
+                 template_hash: str | None, registered: Collection[str] | None) -> ScalePlan:
+    """`plan_workers` while outdated serving workers remain (see its docstring)."""
+    live = live_pods(pods)
+    current = [p for p in live if not p.outdated(template_hash)]
+    old_serving = [p for p in live if p.outdated(template_hash) and p.serving]
+    doomed = [p.name for p in pods if not p.deleting and (not p.live or (p.outdated(template_hash)
+                                                                          and not p.serving))]
+    room = desired + surge_limit(desired) - len(current) - len(old_serving)
+    count = max(0, min(desired - len(current), room))
+    create = _free_names(cluster_name, {p.name for p in pods} | reserved, count)
+    extra = _disposal_order(cluster_name, [p for p in current if not p.serving])[:max(0, len(current) - desired)]
+    serving = sum(p.serving and (registered is None or p.name in registered) for p in current) + len(old_serving)
+    replace = _disposal_order(cluster_name, old_serving)[:max(0, serving - desired)]
+    return ScalePlan(create=create, delete=tuple(doomed + [p.name for p in extra]),
+                     replace=tuple(p.name for p in replace))
 
 
 def unregistered_surplus(

@@ -13,6 +13,8 @@ Defaults when the resource leaves a field out:
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +58,12 @@ class ClusterSpec:
             scheduler_service=_template(scheduler, "service", "spec.scheduler.service"),
             worker_template=_template(workers, "template", "spec.workers.template"),
         )
+
+    @property
+    def worker_template_hash(self) -> str:
+        """12 hex digits naming the worker template (key order does not matter)."""
+        text = json.dumps(self.worker_template, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _mapping(parent: Mapping, key: str, path: str) -> Mapping:

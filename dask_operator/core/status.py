@@ -2,9 +2,10 @@
 
 Phase:
   - ``Pending``: the scheduler is not ready;
-  - ``Scaling``: the scheduler is ready, and the live worker count differs
-    from the desired replicas, or some live workers are not ready, or pods of
-    retired workers still exist;
+  - ``Scaling``: the scheduler is ready, and live workers run an outdated
+    worker template, or the live worker count differs from the desired
+    replicas, or some live workers are not ready, or pods of retired workers
+    still exist;
   - ``Running``: the scheduler is ready and count == ready == desired.
 
 Conditions (each with ``observedGeneration``; ``lastTransitionTime`` changes
@@ -56,8 +57,9 @@ def compute_status(
     live = live_pods(pods)
     count = len(live)
     ready = sum(1 for p in live if p.ready)
+    outdated = sum(1 for p in live if p.outdated(spec.worker_template_hash))
     retiring = sorted((p for p in pods if p.retiring), key=lambda p: p.name)
-    progress = _progress(scheduler_ready, spec.replicas, count, ready, len(retiring))
+    progress = _progress(scheduler_ready, spec.replicas, count, ready, len(retiring), outdated)
     old = _conditions_by_type(previous)
     cond = partial(_condition, old, spec.generation, now)
     return {
@@ -67,6 +69,7 @@ def compute_status(
         "workers": {
             "count": count,
             "ready": ready,
+            "outdated": outdated,
             "selector": worker_selector(spec.name),
             "retiring": [_retiring_entry(p) for p in retiring],
         },
@@ -111,11 +114,14 @@ def _retiring_entry(pod: WorkerPod) -> dict[str, str]:
 
 
 def _progress(
-    scheduler_ready: bool, desired: int, count: int, ready: int, retiring: int
+    scheduler_ready: bool, desired: int, count: int, ready: int, retiring: int, outdated: int = 0
 ) -> tuple[str, str] | None:
     """(reason, message) of what the cluster still waits for, or None when done."""
     if not scheduler_ready:
         return "WaitingForScheduler", "waiting for the scheduler to become ready"
+    if outdated:
+        return "ReplacingWorkers", (f"{outdated} of {count} workers run an outdated template; "
+                                    f"replacing them new-first ({desired} desired)")
     if count < desired:
         return "ScalingUp", f"{count} of {desired} workers exist"
     if count > desired:

@@ -31,8 +31,9 @@ FakeKube, rules:
 FakeDask, rules:
 - `registered` is the scheduler's view: {worker name: address};
 - `retire(url, n)` asks `choose(names, n)` (default: lowest names first) for
-  the workers to retire, keeps at most `retire_limit` of them, unregisters
-  them and answers like `POST /api/v1/retire_workers`:
+  the workers to retire; `retire(url, addresses=[...])` takes the registered
+  workers at those addresses; either keeps at most `retire_limit` of them,
+  unregisters them and answers like `POST /api/v1/retire_workers`:
   {address: {"name": ..., "type": "Worker", ...}};
 - `unreachable = True` (or a URL in `unreachable_urls`) makes every call
   raise SchedulerUnreachable; `fail_next(method, error)` makes one call raise;
@@ -384,9 +385,13 @@ class FakeDask:
         self._run_after("workers")
         return answer
 
-    async def retire(self, base_url: str, n: int) -> dict[str, dict]:
-        await self._enter("retire", base_url, n)
-        chosen = [w for w in self.choose(list(self.registered), n) if w in self.registered][:n]
+    async def retire(self, base_url: str, n: int | None = None, addresses=None) -> dict[str, dict]:
+        if n is not None:
+            await self._enter("retire", base_url, n)
+            chosen = [w for w in self.choose(list(self.registered), n) if w in self.registered][:n]
+        else:
+            await self._enter("retire", base_url, *addresses)
+            chosen = [w for w, a in self.registered.items() if a in addresses]
         if self.retire_limit is not None:
             chosen = chosen[:self.retire_limit]
         report = {}

@@ -2,7 +2,8 @@
 
 Rules:
 - `workers`: GET /api/v1/get_workers -> {name: address} (names as strings);
-- `retire`: POST /api/v1/retire_workers with {"n": n} -> the scheduler's report as is;
+- `retire`: POST /api/v1/retire_workers with {"n": n} or {"workers": [addresses]} -> the
+  scheduler's report as is; exactly one of the two must be given;
 - `adaptive_target`: GET /api/v1/adaptive_target -> int;
 - queries time out after QUERY_TIMEOUT_SECONDS, a retirement after RETIRE_TIMEOUT_SECONDS;
 - every failure (connect error, timeout, non-200, non-JSON, wrong shape)
@@ -78,6 +79,20 @@ async def test_retire_asks_for_n_workers():
     server = Server(httpx.Response(200, json={}))
     await client_for(server).retire(BASE, 3)
     assert json.loads(server.requests[0].content) == {"n": 3}
+
+
+async def test_retire_names_workers_by_address():
+    server = Server(httpx.Response(200, json={}))
+    await client_for(server).retire(BASE, addresses=["tcp://10.0.0.1:1", "tcp://10.0.0.2:1"])
+    assert json.loads(server.requests[0].content) == {"workers": ["tcp://10.0.0.1:1", "tcp://10.0.0.2:1"]}
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"n": 1, "addresses": ["tcp://x:1"]}], ids=["neither", "both"])
+async def test_retire_takes_exactly_one_of_n_and_addresses(kwargs):
+    server = Server(httpx.Response(200, json={}))
+    with pytest.raises(ValueError):
+        await client_for(server).retire(BASE, **kwargs)
+    assert server.requests == []
 
 
 async def test_aclose_closes_the_http_client():

@@ -16,6 +16,7 @@ from pss_check import restricted_violations
 
 from dask_operator import constants as c
 from dask_operator.core import manifests as m
+from dask_operator.core.pod_security import DEFAULT_CONTAINER_SECURITY_CONTEXT
 from dask_operator.core.spec import ClusterSpec
 
 CORE = pathlib.Path(m.__file__).parent
@@ -184,7 +185,7 @@ def test_sidecars_keep_their_settings():
     pod = m.scheduler_deployment(make_spec(scheduler=with_containers({"name": "s"}, sidecar)))["spec"]["template"]["spec"]
     assert pod["containers"][1]["image"] == "busybox"
     assert "env" not in pod["containers"][1]
-    assert pod["containers"][1]["securityContext"] == m.DEFAULT_CONTAINER_SECURITY_CONTEXT
+    assert pod["containers"][1]["securityContext"] == DEFAULT_CONTAINER_SECURITY_CONTEXT
 
 
 # ---------------------------------------------------------------- service
@@ -237,9 +238,10 @@ def test_scheduler_service(overrides, expected_spec):
 
 
 def test_worker_pod_defaults():
-    pod = m.worker_pod(make_spec(), "dask-worker-4")
+    spec = make_spec()
+    pod = m.worker_pod(spec, "dask-worker-4")
     assert pod["kind"] == "Pod" and pod["metadata"]["name"] == "dask-worker-4"
-    assert pod["metadata"]["labels"] == WORKER
+    assert pod["metadata"]["labels"] == {**WORKER, c.LABEL_TEMPLATE_HASH: spec.worker_template_hash}
     assert pod["spec"]["restartPolicy"] == "Always"
     container = pod["spec"]["containers"][0]
     assert container["name"] == "worker"
@@ -289,13 +291,16 @@ def test_worker_command_is_accepted_by_dask_worker():
         ),
         pytest.param(
             {"metadata": {"labels": {"team": "a", c.LABEL_CLUSTER: "x"}, "annotations": {"note": "n"}}},
-            lambda pod: pod["metadata"]["labels"] == {**WORKER, "team": "a"}
+            lambda pod: pod["metadata"]["labels"] == {**WORKER, "team": "a",
+                                                      c.LABEL_TEMPLATE_HASH: pod["metadata"]["labels"][
+                                                          c.LABEL_TEMPLATE_HASH]}
             and pod["metadata"]["annotations"] == {"note": "n"},
             id="template-labels-annotations",
         ),
     ],
 )
 def test_worker_template_wins(template, check):
+    """The template's own labels, annotations and fields win over the defaults."""
     assert check(m.worker_pod(make_spec(worker=template), "dask-worker-0"))
 
 
@@ -355,6 +360,23 @@ def test_security_defaults_yield_to_template(template, key, value):
     pod_spec = m.worker_pod(make_spec(worker=template), "dask-worker-0")["spec"]
     merged = {**pod_spec["securityContext"], **pod_spec["containers"][0]["securityContext"]}
     assert merged.get(key) == value
+
+
+@pytest.mark.parametrize(
+    "a, b, same",
+    [
+        pytest.param({}, {}, True, id="empty"),
+        pytest.param({"spec": {"a": 1, "b": 2}}, {"spec": {"b": 2, "a": 1}}, True, id="key-order-ignored"),
+        pytest.param({"spec": {"containers": [{"image": "x"}]}}, {"spec": {"containers": [{"image": "y"}]}},
+                     False, id="image-changes-it"),
+        pytest.param({}, {"metadata": {"labels": {"team": "a"}}}, False, id="labels-change-it"),
+    ],
+)
+def test_worker_template_hash(a, b, same):
+    """Equal templates hash alike, any change to the template changes the hash; a label value."""
+    ha, hb = make_spec(worker=a).worker_template_hash, make_spec(worker=b).worker_template_hash
+    assert (ha == hb) is same
+    assert len(ha) == 12 and all(ch in "0123456789abcdef" for ch in ha)
 
 
 # ---------------------------------------------------------------- purity

@@ -5,18 +5,31 @@ Modelled on the HPA's convertDesiredReplicasWithRules tests: one row per case.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 
 from dask_operator import constants as c
-from dask_operator.core.plan import ScalePlan, WorkerPod, plan_workers, select_retired, worker_index
+from dask_operator.core.plan import (ScalePlan, WorkerPod, plan_workers, select_retired, surge_limit,
+                                     worker_index)
 
 T0, T1, T2, T3 = (f"2024-01-01T00:00:0{i}Z" for i in range(4))
 
 
-def pod(index: int, phase="Running", ready=True, deleting=False, retiring=None, created=T0) -> WorkerPod:
-    return WorkerPod(f"dask-worker-{index}", phase, ready, deleting, retiring, created)
+def pod(index: int, phase="Running", ready=True, deleting=False, retiring=None, created=T0,
+        tpl=None) -> WorkerPod:
+    return WorkerPod(f"dask-worker-{index}", phase, ready, deleting, retiring, created, tpl)
+
+
+def old(index: int, **kw) -> WorkerPod:
+    """A pod made from the previous worker template."""
+    return pod(index, tpl="old", **kw)
+
+
+def new(index: int, **kw) -> WorkerPod:
+    """A pod made from the current worker template ("new")."""
+    return pod(index, tpl="new", **kw)
 
 
 def pending(index: int, created=T0) -> WorkerPod:
@@ -165,6 +178,63 @@ def test_plan_invariants(seed):
     assert all(not by_name[n].serving for n in dropped), "serving workers only go through the scheduler"
     assert len(dropped) + plan.retire <= max(0, len(live) - desired), "never more than the surplus"
     assert len(live) + len(plan.create) - len(dropped) - plan.retire == desired
+
+
+# ---------------------------------------------------------------- replacement of outdated workers
+
+
+@pytest.mark.parametrize(
+    "desired, pods, expected",
+    [
+        pytest.param(2, [old(0), old(1)], ScalePlan(create=names(2)), id="new-first-within-surge"),
+        pytest.param(8, [old(i) for i in range(8)], ScalePlan(create=names(8, 9)), id="surge-is-25-percent"),
+        pytest.param(2, [old(0), old(1), new(2, phase="Pending", ready=False)], ScalePlan(),
+                     id="waits-for-the-new-worker-to-serve"),
+        pytest.param(2, [old(0), old(1), new(2)], ScalePlan(replace=names(1)),
+                     id="one-old-goes-per-new-serving"),
+        pytest.param(2, [old(0), new(1), new(2)], ScalePlan(replace=names(0)), id="last-old-goes"),
+        pytest.param(2, [old(0), old(1, phase="Pending", ready=False)], ScalePlan(create=names(2, 3), delete=names(1)),
+                     id="unready-old-deleted-at-once"),
+        pytest.param(0, [old(0), old(1)], ScalePlan(replace=names(1, 0)), id="to-zero-retires-old-by-name"),
+        pytest.param(1, [old(0), new(1), new(2, phase="Pending", ready=False)],
+                     ScalePlan(delete=names(2), replace=names(0)), id="current-surplus-unready-deleted"),
+        pytest.param(2, [new(0), old(1, phase="Pending", ready=False)], ScalePlan(create=names(2), delete=names(1)),
+                     id="only-unready-old-is-plain-scaling"),
+        pytest.param(1, [pod(0)], ScalePlan(), id="unlabelled-pods-count-as-current"),
+        pytest.param(1, [old(0, retiring=T1)], ScalePlan(create=names(1), delete=names(0)),
+                     id="retiring-old-is-not-replaced-twice"),
+    ],
+)
+def test_plan_replaces_outdated_workers(desired, pods, expected):
+    assert plan_workers("dask", desired, pods, template_hash="new") == expected
+
+
+@pytest.mark.parametrize("desired, surge", [(0, 1), (1, 1), (4, 1), (5, 2), (8, 2), (100, 25), (101, 26)])
+def test_surge_limit(desired, surge):
+    assert surge_limit(desired) == surge
+
+
+@pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed-{s}") for s in range(60)])
+def test_replacement_invariants(seed):
+    rng = random.Random(seed)
+    pods = [dataclasses.replace(p, template_hash=rng.choice([None, "old", "new"])) for p in random_pods(rng)]
+    desired = rng.randint(0, 10)
+    plan = plan_workers("dask", desired, pods, template_hash="new")
+    by_name = {p.name: p for p in pods}
+    live = [p for p in pods if p.live]
+    serving = [p for p in live if p.serving]
+    assert not set(plan.create) & set(by_name), "never reuse a name"
+    assert set(plan.delete) <= set(by_name) and not any(by_name[n].deleting for n in plan.delete)
+    assert all(by_name[n].live and by_name[n].serving and by_name[n].template_hash == "old" for n in plan.replace)
+    assert not any(by_name[n].live and by_name[n].serving for n in plan.delete), \
+        "live serving workers, outdated or not, only go through the scheduler"
+    gone = len(plan.replace) + plan.retire
+    assert len(serving) - gone >= min(desired, len(serving)), "serving never drops below desired"
+    kept = [p for p in live if p.name not in plan.delete]
+    if plan.create and any(p.template_hash == "old" and p.serving for p in live):
+        assert len(kept) + len(plan.create) <= desired + surge_limit(desired), "surge bounded"
+    if not any(p.template_hash == "old" for p in pods):
+        assert plan == plan_workers("dask", desired, pods), "no outdated pod: plain scaling"
 
 
 # ---------------------------------------------------------------- WorkerPod.from_pod

@@ -25,6 +25,7 @@ import pytest
 from fakes import Call, FakeDask, FakeKube, prefer
 
 from dask_operator import constants as c
+from dask_operator.core import ClusterSpec
 from dask_operator.core.plan import ScalePlan
 from dask_operator.errors import KubeApiError, RetireIncomplete, SchedulerUnreachable
 from dask_operator.reconcile import Outcome, Reconciler
@@ -147,7 +148,21 @@ def make_env(replicas: int, pods: list[dict], registered=None, *, scheduler: dic
                       and p["metadata"]["ownerReferences"][0]["uid"] == CLUSTER_UID]
     dask = FakeDask(registered, **dask_kw)
     endpoints = SchedulerEndpoints()
-    return Env(kube, dask, endpoints, Reconciler(kube, dask, access, endpoints))
+    reconciler = Reconciler(kube, dask, access, endpoints)
+    RECONCILERS.append(reconciler)
+    return Env(kube, dask, endpoints, reconciler)
+
+
+RECONCILERS: list[Reconciler] = []
+
+
+@pytest.fixture(autouse=True)
+def no_requeue_outlives_its_test():
+    yield
+    while RECONCILERS:
+        reconciler = RECONCILERS.pop()
+        for namespace, name in list(reconciler._requeued):
+            reconciler.forget(namespace, name)
 
 
 def serving(*indices: int) -> list[dict]:
@@ -204,7 +219,10 @@ async def test_created_pods_are_the_clusters_worker_pods():
     await env.reconcile()
     for name in names(0, 1):
         pod = env.pod(name)
-        assert pod["metadata"]["labels"] == {c.LABEL_ROLE: c.ROLE_WORKER, c.LABEL_CLUSTER: NAME}
+        labels = pod["metadata"]["labels"]
+        assert {k: v for k, v in labels.items() if k != c.LABEL_TEMPLATE_HASH} == {
+            c.LABEL_ROLE: c.ROLE_WORKER, c.LABEL_CLUSTER: NAME}
+        assert labels[c.LABEL_TEMPLATE_HASH] == ClusterSpec.from_resource(cluster(2)).worker_template_hash
         assert pod["metadata"]["ownerReferences"][0]["uid"] == CLUSTER_UID
         env_vars = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
         assert env_vars["DASK_WORKER_NAME"] == name
@@ -624,3 +642,121 @@ async def test_failed_race_check_still_reports_the_unregistered_pods_it_deleted(
     outcome = await env.reconcile()
     assert env.kube.writes("pods") == deletes(1)
     assert outcome.scaled.unregistered == names(1)
+
+
+# ---------------------------------------------------------------- replacement of outdated workers
+
+CURRENT = ClusterSpec.from_resource(cluster(1)).worker_template_hash
+
+
+def outdated(index: int, **kw) -> dict:
+    """A worker pod made from an earlier worker template."""
+    pod = worker(index, **kw)
+    pod["metadata"]["labels"][c.LABEL_TEMPLATE_HASH] = "0123456789ab"
+    return pod
+
+
+def current(index: int, **kw) -> dict:
+    pod = worker(index, **kw)
+    pod["metadata"]["labels"][c.LABEL_TEMPLATE_HASH] = CURRENT
+    return pod
+
+
+def address(env: Env, index: int) -> str:
+    return env.dask.registered[pod_name(index)]
+
+
+async def test_replacement_creates_new_workers_first_and_retires_nothing_yet():
+    env = make_env(2, [outdated(0), outdated(1)])
+    outcome = await env.reconcile()
+    assert env.kube.writes("pods") == creates(2), "one new worker (surge 1), no old one touched"
+    assert env.dask.methods() == ["workers"]
+    assert outcome.status["workers"]["outdated"] == 2
+    progressing = {x["type"]: x for x in outcome.status["conditions"]}["Progressing"]
+    assert progressing["reason"] == "ReplacingWorkers"
+    assert env.pod(pod_name(2))["metadata"]["labels"][c.LABEL_TEMPLATE_HASH] == CURRENT
+
+
+async def test_an_old_worker_waits_until_its_replacement_is_registered():
+    env = make_env(2, [outdated(0), outdated(1), current(2)], registered=names(0, 1))
+    outcome = await env.reconcile()
+    assert env.kube.writes("pods") == [], "the new pod is Ready but its worker has not registered"
+    assert env.dask.methods() == ["workers"]
+    assert outcome.blocked is None
+
+
+async def test_an_old_worker_is_retired_by_address_once_its_replacement_serves():
+    env = make_env(2, [outdated(0), outdated(1), current(2)])
+    old = address(env, 1)
+    outcome = await env.reconcile()
+    assert env.dask.methods() == ["workers", f"retire({old})"]
+    assert env.kube.writes("pods") == retires(1)
+    assert outcome.scaled.replaced == names(1) and outcome.blocked is None
+    assert "replaced 1 outdated workers" in outcome.summary()
+
+
+async def test_an_old_worker_the_scheduler_never_registered_is_deleted_without_retiring():
+    env = make_env(1, [outdated(0), current(1)], registered=names(1))
+    await env.reconcile()
+    assert env.kube.writes("pods") == deletes(0)
+    assert env.dask.methods() == ["workers"]
+
+
+@pytest.mark.parametrize("fault", ["unreachable", "refuses"])
+async def test_no_old_worker_is_deleted_when_the_scheduler_does_not_retire_it(fault):
+    env = make_env(1, [outdated(0), outdated(1), current(2)])
+    if fault == "unreachable":
+        env.dask.unreachable = True
+    else:
+        env.dask.retire_limit = 0
+    outcome = await env.reconcile()
+    assert env.kube.writes("pods") == []
+    assert outcome.blocked is not None
+    assert outcome.blocked.reason == ("SchedulerUnreachable" if fault == "unreachable" else "RetireIncomplete")
+    assert sorted(env.worker_names()) == list(names(0, 1, 2))
+
+
+async def test_replacement_converges_without_dropping_below_desired():
+    """Pass after pass, with new pods becoming Ready and registering between passes: every
+    old worker goes through the scheduler, serving workers never drop below desired, and
+    live pods never exceed desired + surge."""
+    desired = 5
+    env = make_env(desired, [outdated(i) for i in range(desired)])
+    for _ in range(20):
+        await env.reconcile()
+        pods = [env.pod(n) for n in env.worker_names()]
+        assert len(pods) <= desired + 2, "surge of 25 % (2 pods for 5)"
+        registered = [n for n in env.worker_names() if n in env.dask.registered]
+        assert len(registered) >= desired, "never fewer serving workers than desired"
+        for pod in pods:  # the new pods start, and their workers register
+            if (pod.get("status") or {}).get("phase") != "Running":
+                pod["status"] = worker(0)["status"]
+                env.kube.add("v1", "pods", pod)
+                env.dask.register(pod["metadata"]["name"])
+        if all(env.pod(n)["metadata"]["labels"][c.LABEL_TEMPLATE_HASH] == CURRENT for n in env.worker_names()):
+            break
+    else:
+        raise AssertionError("the replacement did not finish in 20 passes")
+    retired = [call for call in env.dask.calls if call[0] == "retire"]
+    assert sum(len(call) - 2 for call in retired) == desired, "each old worker retired once, by address"
+    assert len(env.worker_names()) == desired
+    assert (await env.reconcile()).status["workers"]["outdated"] == 0
+
+
+async def test_a_cluster_waiting_for_a_replacement_to_register_is_reconciled_again(monkeypatch):
+    """No pod event announces a registration: the reconciler comes back by itself."""
+    from helpers import async_wait_for
+
+    from dask_operator import reconcile
+
+    monkeypatch.setattr(reconcile, "REQUEUE_SECONDS", 0.01)
+    env = make_env(2, [outdated(0), outdated(1), current(2)], registered=names(0, 1))
+    outcome = await env.reconcile()
+    assert outcome.scaled.waiting and env.kube.writes("pods") == []
+    env.dask.register(pod_name(2))
+
+    async def old_one_gone() -> bool:
+        return pod_name(1) not in env.worker_names()
+
+    await async_wait_for(old_one_gone, 5, "the requeued reconcile to retire an old worker", interval=0.01)
+    assert env.kube.writes("pods") == retires(1)

@@ -17,8 +17,11 @@ def spec(replicas: int, generation: int = 4) -> ClusterSpec:
     return ClusterSpec("dask", "ns", "u-1", generation, replicas, {}, {}, {})
 
 
-def pod(i: int, phase="Running", ready=True, deleting=False, retiring=None) -> WorkerPod:
-    return WorkerPod(f"dask-worker-{i}", phase, ready, deleting, retiring, BEFORE)
+CURRENT = spec(1).worker_template_hash
+
+
+def pod(i: int, phase="Running", ready=True, deleting=False, retiring=None, tpl=None) -> WorkerPod:
+    return WorkerPod(f"dask-worker-{i}", phase, ready, deleting, retiring, BEFORE, tpl)
 
 
 def status(replicas, pods, ready=True, blocked=None, previous=None, **kw) -> dict:
@@ -40,6 +43,10 @@ def conditions(st: dict) -> dict[str, dict]:
         pytest.param(2, [pod(0), pod(1, "Pending", False)], True, "Scaling", "WaitingForWorkers", id="worker-not-ready"),
         pytest.param(1, [pod(0), pod(1, retiring=BEFORE, deleting=True)], True, "Scaling", "RemovingRetired", id="retired-pod-terminating"),
         pytest.param(1, [pod(0), pod(1, deleting=True)], True, "Running", "Complete", id="plain-deleting-ignored"),
+        pytest.param(1, [pod(0, tpl="old"), pod(1, tpl=CURRENT)], True, "Scaling", "ReplacingWorkers",
+                     id="outdated-worker-being-replaced"),
+        pytest.param(1, [pod(0, tpl=CURRENT), pod(1, tpl="old", retiring=BEFORE)], True, "Scaling",
+                     "RemovingRetired", id="retired-outdated-is-not-outdated"),
     ],
 )
 def test_phase_and_progress(replicas, pods, scheduler_ready, phase, progressing_reason):
@@ -51,24 +58,27 @@ def test_phase_and_progress(replicas, pods, scheduler_ready, phase, progressing_
 
 
 @pytest.mark.parametrize(
-    "pods, count, ready, retiring",
+    "pods, count, ready, retiring, outdated",
     [
-        pytest.param([], 0, 0, [], id="none"),
-        pytest.param([pod(0), pod(1, ready=False)], 2, 1, [], id="counts-unready"),
-        pytest.param([pod(0), pod(1, deleting=True)], 1, 1, [], id="deleting-not-counted"),
+        pytest.param([], 0, 0, [], 0, id="none"),
+        pytest.param([pod(0), pod(1, ready=False)], 2, 1, [], 0, id="counts-unready"),
+        pytest.param([pod(0), pod(1, deleting=True)], 1, 1, [], 0, id="deleting-not-counted"),
         pytest.param(
             [pod(0), pod(2, retiring=NOW), pod(1, retiring=BEFORE, deleting=True)],
             1,
             1,
             [{"name": "dask-worker-1", "since": BEFORE}, {"name": "dask-worker-2", "since": NOW}],
+            0,
             id="retiring-listed-sorted",
         ),
-        pytest.param([pod(0, retiring="")], 0, 0, [{"name": "dask-worker-0"}], id="retiring-without-time"),
-        pytest.param([pod(0, phase="Failed", ready=False)], 0, 0, [], id="failed-not-counted"),
+        pytest.param([pod(0, retiring="")], 0, 0, [{"name": "dask-worker-0"}], 0, id="retiring-without-time"),
+        pytest.param([pod(0, phase="Failed", ready=False)], 0, 0, [], 0, id="failed-not-counted"),
+        pytest.param([pod(0, tpl="old"), pod(1, tpl=CURRENT), pod(2)], 3, 3, [], 1, id="outdated-counted"),
     ],
 )
-def test_workers(pods, count, ready, retiring):
-    assert status(1, pods)["workers"] == {"count": count, "ready": ready, "selector": SELECTOR, "retiring": retiring}
+def test_workers(pods, count, ready, retiring, outdated):
+    assert status(1, pods)["workers"] == {"count": count, "ready": ready, "outdated": outdated,
+                                          "selector": SELECTOR, "retiring": retiring}
 
 
 def test_whole_status_shape():
