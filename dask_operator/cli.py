@@ -1,4 +1,4 @@
-"""The `dask-operator` command: run, render, api, sandbox."""
+"""The `dask-operator` command: run, render, api, sandbox, nodes."""
 
 from __future__ import annotations
 
@@ -57,6 +57,19 @@ def _api_parser(sub) -> None:
 
     p = sub.add_parser("api", help="serve the cluster-scaler HTTP API (seeds 000 and 001)")
     add_arguments(p)
+
+
+def _nodes_parser(sub) -> None:
+    from .nodes.cli import add_arguments
+
+    p = sub.add_parser("nodes", help="GPU nodes on Verda: the cluster-autoscaler externalgrpc provider")
+    add_arguments(p)
+
+
+def nodes_main(args: argparse.Namespace) -> int:
+    from .nodes.cli import main as serve
+
+    return serve(args)
 
 
 def api_main(args: argparse.Namespace) -> int:
@@ -173,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     _render_parser(sub)
     _api_parser(sub)
     _sandbox_parser(sub)
+    _nodes_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -187,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if not args.verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    commands = {"run": run_main, "render": render_main, "api": api_main, "sandbox": sandbox_main}
+    commands = {"run": run_main, "render": render_main, "api": api_main, "sandbox": sandbox_main,
+                "nodes": nodes_main}
     if args.command in commands:
         return commands[args.command](args)
     parser.error(f"unknown command {args.command}")

@@ -65,3 +65,7 @@ SANDBOX_SIMULATE_LABEL = "sandbox.dask.charmtx.com/simulate"
 # Prometheus gauge the operator may export per Cluster (labels: namespace,
 # cluster); adapter-rules/operator.yaml serves it as "desired_workers".
 METRIC_CLUSTER_DESIRED_WORKERS = "dask_operator_cluster_desired_workers"
+
+# Verda node groups (dask-operator nodes serve): labels on template and real nodes.
+LABEL_NODE_GROUP = f"{GROUP}/node-group"
+GPU_LABEL = f"{GROUP}/gpu-model"  # value: the instance type's GPU model, e.g. A100

@@ -115,3 +115,43 @@ class BackendUnavailable(ScalingError):
 
     code = "backend_unavailable"
     http_status = 501
+
+
+class NotSupported(ScalingError):
+    """The backend cannot do this operation (e.g. change the head's hardware tier)."""
+
+    code = "not_supported"
+    http_status = 501
+
+
+# Verda node groups (dask-operator nodes serve)
+
+class NodeGroupConfigError(DaskOperatorError):
+    """A ``--nodes`` spec or the cluster config is invalid; ``field`` names what is wrong."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {problem}")
+
+
+class VerdaError(DaskOperatorError):
+    """Verda's API refused a call (``code``: its error code) or could not be reached.
+
+    ``kind``: capacity (no instance of that type/offer left), quota (account
+    limits, funds), auth (credentials refused), invalid (a request Verda
+    rejects, e.g. an unknown image), not_found, unavailable (timeouts,
+    connection errors, 5xx).
+    """
+
+    def __init__(self, kind: str, message: str, code: str | None = None) -> None:
+        self.kind = kind
+        self.code = code
+        super().__init__(message)
+
+
+class NodeGroupError(DaskOperatorError):
+    """A request the node-group provider refuses; ``kind`` is one of `nodes.provider`'s kinds."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)

@@ -24,6 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "dask_operator"
 PRODUCT = sorted(p for p in PACKAGE.rglob("*.py") if "sandbox" not in p.relative_to(PACKAGE).parts)
+GENERATED = ("_pb2.py", "_pb2_grpc.py")  # protoc's output (each protos/ folder has its regenerate script)
 SANDBOX_ONLY_DEPENDENCIES = {"cryptography"}
 
 
@@ -48,7 +49,7 @@ def _sandbox_imports(tree: ast.AST) -> list[tuple[int, ast.AST | None]]:
 @pytest.mark.parametrize("path", PRODUCT, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_product_code_does_not_import_the_sandbox(path: Path) -> None:
     imports = _sandbox_imports(ast.parse(path.read_text()))
-    if path.name == "cli.py":
+    if path == PACKAGE / "cli.py":
         assert imports, "the CLI's sandbox command imports it lazily"
         assert all(scope is not None and scope.name == "sandbox_main" for _, scope in imports), imports
     else:
@@ -101,7 +102,8 @@ def test_running_the_operator_loads_no_sandbox_code() -> None:
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("path", PRODUCT, ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize("path", [p for p in PRODUCT if not p.name.endswith(GENERATED)],
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_modules_are_small_rooms(path: Path) -> None:
     limit = 150 if path.name == "reconcile.py" else 350
     assert len(path.read_text().splitlines()) <= limit
