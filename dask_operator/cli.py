@@ -1,4 +1,4 @@
-"""The `dask-operator` command: run, render, api, sandbox, nodes."""
+"""The `dask-operator` command: run, render, api, sandbox, autoscale, nodes."""
 
 from __future__ import annotations
 
@@ -57,6 +57,19 @@ def _api_parser(sub) -> None:
 
     p = sub.add_parser("api", help="serve the cluster-scaler HTTP API (seeds 000 and 001)")
     add_arguments(p)
+
+
+def _autoscale_parser(sub) -> None:
+    from .autoscale_cli import add_arguments
+
+    p = sub.add_parser("autoscale", help="replay a demand trace through the HPA policy engine (simulate)")
+    add_arguments(p)
+
+
+def autoscale_main(args: argparse.Namespace) -> int:
+    from .autoscale_cli import main as autoscale
+
+    return autoscale(args)
 
 
 def _nodes_parser(sub) -> None:
@@ -186,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     _render_parser(sub)
     _api_parser(sub)
     _sandbox_parser(sub)
+    _autoscale_parser(sub)
     _nodes_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -202,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     commands = {"run": run_main, "render": render_main, "api": api_main, "sandbox": sandbox_main,
-                "nodes": nodes_main}
+                "autoscale": autoscale_main, "nodes": nodes_main}
     if args.command in commands:
         return commands[args.command](args)
     parser.error(f"unknown command {args.command}")

@@ -20,6 +20,14 @@ class InvalidSpec(DaskOperatorError):
     """The Cluster resource cannot be turned into a ClusterSpec."""
 
 
+class InvalidAutoscaling(InvalidSpec):
+    """An HPA spec (or a Cluster's ``spec.autoscaling``) the engine cannot run; names the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
 class SchedulerUnreachable(DaskOperatorError):
     """The scheduler's HTTP API could not be reached or answered with an error."""
 

@@ -41,3 +41,11 @@ def test_api_command_is_wired(capsys: pytest.CaptureFixture[str]) -> None:
         main(["api", "--help"])
     assert e.value.code == 0
     assert "--tiers-configmap" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, flag", [(["autoscale", "simulate", "--help"], "--trace"),
+                                        (["nodes", "serve", "--help"], "--nodes")], ids=["autoscale", "nodes"])
+def test_subcommands_are_wired(capsys, argv, flag):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0 and flag in capsys.readouterr().out
