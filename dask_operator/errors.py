@@ -97,6 +97,13 @@ class ScaleDownUnsafe(ScalingError):
     http_status = 409
 
 
+class ScaleDownPartial(ScaleDownUnsafe):
+    """Part of a scale-down was carried out: the framework released only some of the chosen
+    workers; those went, the rest stay, and the desired count says so."""
+
+    code = "scale_down_partial"
+
+
 class HeadNotFound(ScalingError):
     """The cluster has no head pod (Dask scheduler, Ray head, Spark master) right now."""
 
@@ -163,3 +170,21 @@ class NodeGroupError(DaskOperatorError):
     def __init__(self, kind: str, message: str) -> None:
         self.kind = kind
         super().__init__(message)
+
+
+# The cluster-scaler API's Python client (client.py)
+
+class ClientError(DaskOperatorError):
+    """Any failure of the client: the server's error, no answer, bad configuration, a wait run out."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str = "client_error",
+                 details: str | None = None, request: str | None = None) -> None:
+        self.message, self.status, self.code, self.details, self.request = message, status, code, details, request
+        where = f"{request}: " if request else ""
+        answer = f"HTTP {status} {code}" if status is not None else code
+        super().__init__(f"{where}{answer}: {message}" + (f" ({details})" if details else ""))
+
+    @property
+    def transient(self) -> bool:
+        """Worth asking again: no answer, or a gateway's or server's temporary failure."""
+        return self.code in ("unreachable", "request_timeout") or self.status in (502, 503, 504)

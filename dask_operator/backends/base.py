@@ -75,3 +75,7 @@ class Backend(Protocol):
 
     async def restart_head(self, namespace: str, name: str) -> dict:
         """Delete the head pod for its controller to replace; returns the deleted pod."""
+
+    async def shape_head(self, namespace: str, name: str, shape: WorkerShape) -> tuple[dict, bool]:
+        """Give the head a hardware shape: (the updated resource, whether the head restarts:
+        False when it had that shape already). NotSupported where a backend cannot."""

@@ -3,16 +3,19 @@
 - scale: `spec.workers.replicas` (what `/scale` sets); this operator then
   creates workers, or has the Dask scheduler retire the surplus before their
   pods go (`ClusterStatus.scale_down` is `Framework`). One group, `workers`.
-- shape: the worker template's first container and pod (new workers get it).
+- shape: the worker template's first container and pod; the operator then
+  replaces running workers new-first, each old one retired through the
+  scheduler (`core.plan`, "Replacement").
 - head: the scheduler pod of the `<cluster>-scheduler` Deployment, which
-  replaces it when it is deleted.
+  replaces it when it is deleted, or rolls it when a head shape changes
+  `spec.scheduler.template`.
 """
 
 from __future__ import annotations
 
 from .. import constants as c
 from ..core import scheduler_selector
-from ..core.scaling import WorkerShape, shape_pod_template, validate_replicas
+from ..core.scaling import WorkerShape, template_patch, validate_replicas
 from ..errors import InvalidScale
 from ..kube import Kube
 from .base import SCALE_DOWN_FRAMEWORK, ClusterStatus
@@ -53,10 +56,16 @@ class DaskClusterBackend(ResourceBackend):
             workers: dict = {"replicas": replicas}
             if shape is not None and not shape.empty:
                 template = ((obj.get("spec") or {}).get("workers") or {}).get("template")
-                workers["template"] = shape_pod_template(template, shape)
+                if (patch := template_patch(template, shape)) is not None:
+                    workers["template"] = patch
             return {"spec": {"workers": workers}}
 
         return await self.api.update(namespace, name, change)
 
     async def head_pod(self, namespace: str, name: str) -> dict | None:
         return newest(await self.api.pods(namespace, scheduler_selector(name)))
+
+    def head_patch(self, obj: dict, shape: WorkerShape) -> dict | None:
+        template = ((obj.get("spec") or {}).get("scheduler") or {}).get("template")
+        patch = template_patch(template, shape)
+        return None if patch is None else {"spec": {"scheduler": {"template": patch}}}

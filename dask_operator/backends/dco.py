@@ -72,6 +72,9 @@ class DcoBackend(ResourceBackend):
     async def head_pod(self, namespace: str, name: str) -> dict | None:
         return newest(await self.api.pods(namespace, dco.pod_selector(self.framework, name, self.head_role)))
 
+    def head_patch(self, obj: dict, shape: WorkerShape) -> dict | None:
+        return dco.head_patch(self.kind, obj, shape)
+
 
 class DcoDaskBackend(DcoBackend):
     kind = "DaskCluster"

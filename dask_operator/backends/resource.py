@@ -7,7 +7,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from ..core.pods import pod_ready
-from ..errors import ClusterNotFound, Conflict, HeadNotFound, KubeApiError, OperatorNotInstalled, ScalingError
+from ..core.scaling import WorkerShape
+from ..errors import (ClusterNotFound, Conflict, HeadNotFound, KubeApiError, NotSupported, OperatorNotInstalled,
+                      ScalingError)
 from ..kube import Kube
 
 
@@ -64,16 +66,21 @@ class Resource:
             raise ClusterNotFound(f"{self.kind_name} {namespace}/{name} does not exist")
         return obj
 
-    async def update(self, namespace: str, name: str, change: Callable[[dict], Awaitable[Mapping]]) -> dict:
+    async def update(self, namespace: str, name: str,
+                     change: Callable[[dict], Awaitable[Mapping | None]]) -> dict:
         """Read, `await change(obj)` -> merge patch, write with the read's resourceVersion.
 
         A concurrent write (the resource's operator updating its status bumps
         the version too) makes the write fail; it is read and decided again,
-        at most `UPDATE_ATTEMPTS` times. `change` raises to refuse.
+        at most `UPDATE_ATTEMPTS` times. `change` raises to refuse, and
+        answers None when there is nothing to write (the object is returned).
         """
         for attempt in range(1, UPDATE_ATTEMPTS + 1):
             obj = await self.get(namespace, name)
-            patch = {**await change(obj)}
+            wanted = await change(obj)
+            if wanted is None:
+                return obj
+            patch = {**wanted}
             patch["metadata"] = {**patch.get("metadata", {}), "resourceVersion": obj["metadata"]["resourceVersion"]}
             try:
                 return await self.patch(namespace, name, patch)
@@ -98,14 +105,19 @@ class Resource:
 
 
 class ResourceBackend:
-    """What every backend does the same way: get and list its resource, and
-    restart the head by deleting its pod for the head's controller to replace.
+    """What every backend does the same way: get and list its resource,
+    restart the head by deleting its pod for the head's controller to replace,
+    and reshape the head.
 
-    A subclass sets `api` (a `Resource`), `head_noun` and `head_pod`.
+    A subclass sets `api` (a `Resource`), `head_noun` and `head_pod`, and for
+    `shape_head` the pure `head_patch` and `head_rolls`: whether the head's
+    controller replaces the head pod by itself when its template changes
+    (a Deployment or StatefulSet does; KubeRay does not).
     """
 
     api: Resource
     head_noun = "head"
+    head_rolls = True
 
     async def get(self, namespace: str, name: str) -> dict:
         return await self.api.get(namespace, name)
@@ -125,6 +137,31 @@ class ResourceBackend:
         log.info("%s %s/%s: deleted the %s pod %s for its controller to recreate (head restart)",
                  self.api.kind_name, namespace, name, self.head_noun, pod["metadata"]["name"])
         return pod
+
+    def head_patch(self, obj: dict, shape: WorkerShape) -> dict | None:
+        """The merge patch that gives the head `shape`, None when it has it already."""
+        raise NotSupported(f"the {getattr(self, 'name', self.api.kind_name)} backend cannot change the "
+                           f"{self.head_noun}'s hardware tier")
+
+    async def shape_head(self, namespace: str, name: str, shape: WorkerShape) -> tuple[dict, bool]:
+        """Give the head `shape`: (the resource, whether the head restarts). A shape the head
+        has already changes nothing; a new one restarts the head (its controller rolls it, or,
+        when it does not, the head pod is deleted here)."""
+        changed = False
+
+        async def change(obj: dict) -> dict | None:
+            nonlocal changed
+            patch = self.head_patch(obj, shape)
+            changed = patch is not None
+            return patch
+
+        obj = await self.api.update(namespace, name, change)
+        if changed:
+            log.info("%s %s/%s: set the %s's hardware shape; the %s restarts", self.api.kind_name, namespace, name,
+                     self.head_noun, self.head_noun)
+            if not self.head_rolls:
+                await self.restart_head(namespace, name)
+        return obj, changed
 
 
 def newest(pods: list[dict]) -> dict | None:

@@ -25,6 +25,10 @@ sent unless every check passes:
   `tolerations` (maps are replaced, not merged: keys the new value lacks are
   deleted with JSON null).
 
+Head shape (`head_patch`): the same three fields of the head's section
+(`spec.scheduler`, `spec.head`, `spec.master`); None when they are already so.
+DCO renders the head as a StatefulSet, which rolls the head pod on a change.
+
 Status (`observed_status`): the desired count is `spec.worker.replicas`
 (DCO's StatefulSet defaults it to 1); ready workers and head readiness are
 counted from the pods (DCO's `status.workerReplicas` copies the StatefulSet's
@@ -38,7 +42,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dask_operator.core.pods import pod_ready
-from dask_operator.core.scaling import WorkerShape, validate_replicas
+from dask_operator.core.scaling import WorkerShape, replacing, validate_replicas
 from dask_operator.errors import InvalidScale, NotScalable
 
 API_VERSION = "distributed-compute.dominodatalab.com/v1alpha1"
@@ -102,14 +106,8 @@ def scale_patch(kind: str, obj: Mapping, replicas: Any, shape: WorkerShape | Non
     old_max = autoscaling.get("maxReplicas")
     old_max = old_max if isinstance(old_max, int) and not isinstance(old_max, bool) else 0
     worker: dict = {"replicas": replicas}
-    if shape is not None and not shape.empty:
-        old = (obj.get("spec") or {}).get("worker") or {}
-        if shape.resources is not None:
-            worker["resources"] = replacing(old.get("resources"), shape.resources)
-        if shape.node_selector is not None:
-            worker["nodeSelector"] = replacing(old.get("nodeSelector"), shape.node_selector)
-        if shape.tolerations is not None:
-            worker["tolerations"] = [dict(t) for t in shape.tolerations]
+    if shape is not None:
+        worker.update(_shaped((obj.get("spec") or {}).get("worker") or {}, shape))
     patch: dict = {"spec": {
         "worker": worker,
         "autoscaling": {"minReplicas": replicas, "maxReplicas": max(old_max, replicas + 1)},
@@ -118,19 +116,6 @@ def scale_patch(kind: str, obj: Mapping, replicas: Any, shape: WorkerShape | Non
     if version:  # fail on a concurrent change rather than overwrite it
         patch["metadata"] = {"resourceVersion": version}
     return patch
-
-
-def replacing(old: Any, new: Mapping) -> dict:
-    """A merge-patch value that makes a map equal to `new`: keys of `old` that `new`
-    lacks become None (deleted), nested maps likewise."""
-    result = copy.deepcopy(dict(new))
-    if isinstance(old, Mapping):
-        for key, value in old.items():
-            if key not in result:
-                result[key] = None
-            elif isinstance(value, Mapping) and isinstance(result[key], Mapping):
-                result[key] = replacing(value, result[key])
-    return result
 
 
 def observed_status(kind: str, obj: Mapping, pods: Iterable[Mapping]) -> dict:
@@ -163,6 +148,33 @@ def observed_status(kind: str, obj: Mapping, pods: Iterable[Mapping]) -> dict:
         "max_replicas": autoscaling.get("maxReplicas"),
         "conditions": conditions,
     }
+
+
+def head_patch(kind: str, obj: Mapping, shape: WorkerShape) -> dict | None:
+    """The merge patch that gives a DCO cluster's head `shape`, None when it has it already."""
+    section = KINDS[kind][1]
+    old = (obj.get("spec") or {}).get(section) or {}
+    fields = {k: v for k, v in _shaped(old, shape).items() if _plain(v) != old.get(k)}
+    return {"spec": {section: fields}} if fields else None
+
+
+def _shaped(old: Mapping, shape: WorkerShape) -> dict:
+    """Merge-patch values of `resources`, `nodeSelector` and `tolerations` for `shape`."""
+    fields: dict = {}
+    if shape.resources is not None:
+        fields["resources"] = replacing(old.get("resources"), shape.resources)
+    if shape.node_selector is not None:
+        fields["nodeSelector"] = replacing(old.get("nodeSelector"), shape.node_selector)
+    if shape.tolerations is not None:
+        fields["tolerations"] = [dict(t) for t in shape.tolerations]
+    return fields
+
+
+def _plain(value: Any) -> Any:
+    """A merge-patch value as the object would hold it afterwards (null entries gone)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def _ref(kind: str, obj: Mapping) -> str:

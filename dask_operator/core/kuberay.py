@@ -14,16 +14,29 @@ scale-down here always names the pods to remove in the group's
   to size: `NotScalable`.
 - A worker pod is *live* when it is not being deleted and not terminal
   (Succeeded/Failed: KubeRay replaces those itself). Surplus = live - replicas.
-- The surplus is covered first by live pods that hold nothing -- not Running,
-  then Running but not Ready -- then by Ready pods the Ray head reports idle
-  (`idle`: pod names or IPs; None when the head could not be asked). A Ready
-  pod the head did not report idle is never chosen. Within each tier: newest
-  first, then name. A surplus that cannot be covered is `ScaleDownUnsafe`,
-  saying how many could not be chosen and why; nothing is chosen then.
+- Pod to Ray node (`ray_nodes_by_pod`): the alive node whose `instance_id` is
+  the pod's name (KubeRay sets RAY_CLOUD_INSTANCE_ID to it), else the alive
+  node without an instance id at the pod's IP; none when that is not exactly
+  one node. A dead node never matches (its IP may be a new pod's).
+- Idle (`idle_workers`): a Ready pod whose node the GCS reports IDLE for at
+  least `MIN_IDLE_SECONDS` (so a worker between two tasks of a job is left
+  alone); its node activity is not looked at (Ray 2.60 leaves the last busy
+  reasons there once a node is idle). The raylet has the last word (DrainNode).
+- The surplus is covered in this order -- not Running, then Running but not
+  Ready (they hold nothing), then Ready pods whose Ray node was already
+  released (drained), then Ready pods reported idle (`idle`: pod names; None
+  when the GCS could not be asked) -- newest first, then by name, within
+  each tier. A Ready pod neither released nor idle is never chosen. A surplus
+  that cannot be covered is `ScaleDownUnsafe`, saying how many could not be
+  chosen and why, and nothing is chosen; with `partial=True` (after drains)
+  whatever can go is chosen instead.
 - The patch sets the group's `replicas` and `scaleStrategy.workersToDelete` to
   exactly the chosen pods (KubeRay never clears that list, so names from an
   earlier scale are dropped), applies a `WorkerShape` to the group's template,
   and leaves every other group untouched.
+- The GCS address (`gcs_address`): the head pod's `gcs-server` container port
+  (6379 by default; `status.endpoints` may hold a NodePort instead) at the head
+  Service's DNS name in-cluster, else at the Ready head pod's IP.
 """
 
 from __future__ import annotations
@@ -35,10 +48,15 @@ from dataclasses import dataclass
 from dask_operator.core.pods import pod_ip, pod_ready
 from dask_operator.core.scaling import WorkerShape, shape_pod_template, validate_replicas
 from dask_operator.errors import InvalidScale, NotScalable, ScaleDownUnsafe
+from dask_operator.ray_gcs import GCS_PORT, IDLE, RayNode
 
 RUNNING = "Running"
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
-DASHBOARD_PORT = 8265
+GCS_PORT_NAME = "gcs-server"  # the head container's port that KubeRay names
+# A Ready worker is offered for release only after the GCS has seen it idle this long.
+MIN_IDLE_SECONDS = 5.0
+# The deadline a drain carries: by then the pod is gone (KubeRay deletes it at once).
+DRAIN_DEADLINE_SECONDS = 60
 
 # Labels KubeRay puts on the pods of a RayCluster.
 LABEL_CLUSTER = "ray.io/cluster"
@@ -138,32 +156,66 @@ def surplus(workers: Sequence[RayWorker], replicas: int) -> int:
 
 
 def needs_head(workers: Sequence[RayWorker], replicas: int) -> bool:
-    """Whether the surplus reaches Ready workers, so only the Ray head can say which may go."""
+    """Whether the surplus reaches Ready workers, so only Ray can say which may go."""
     return surplus(workers, replicas) > sum(1 for w in workers if w.live and not w.serving)
 
 
-def choose_removals(workers: Sequence[RayWorker], replicas: int,
-                    idle: Collection[str] | None) -> tuple[str, ...]:
-    """The pods a scale to `replicas` removes, or ScaleDownUnsafe when the surplus cannot be covered."""
-    needed = surplus(workers, replicas)
-    if needed == 0:
-        return ()
+def ray_nodes_by_pod(workers: Sequence[RayWorker], nodes: Sequence[RayNode]) -> dict[str, RayNode]:
+    """Each live worker pod's Ray node, where exactly one alive node is its own."""
+    alive = [n for n in nodes if n.alive]
+    found: dict[str, RayNode] = {}
+    for w in workers:
+        if not w.live:
+            continue
+        mine = [n for n in alive if n.instance_id == w.name]
+        if not mine and w.ip:
+            mine = [n for n in alive if not n.instance_id and n.ip == w.ip]
+        if len(mine) == 1:
+            found[w.name] = mine[0]
+    return found
+
+
+def idle_workers(workers: Sequence[RayWorker], nodes_by_pod: Mapping[str, RayNode],
+                 min_idle_seconds: float = MIN_IDLE_SECONDS) -> frozenset[str]:
+    """The Ready pods whose Ray node is IDLE for at least `min_idle_seconds`."""
+    def idle(node: RayNode | None) -> bool:
+        return node is not None and node.status == IDLE and node.idle_ms >= min_idle_seconds * 1000
+    return frozenset(w.name for w in workers if w.live and w.serving and idle(nodes_by_pod.get(w.name)))
+
+
+def removal_order(workers: Sequence[RayWorker], idle: Collection[str] | None,
+                  released: Collection[str] = ()) -> list[RayWorker]:
+    """Every live worker that may go, in the order they go (see the module's rules)."""
     live = [w for w in workers if w.live]
     unready = _newest_first([w for w in live if not w.serving])
     unready.sort(key=lambda w: w.phase == RUNNING)  # not Running before Running-unready (stable)
-    reported = set(idle or ())
     serving = [w for w in live if w.serving]
-    quiet = _newest_first([w for w in serving if w.name in reported or (w.ip and w.ip in reported)])
-    chosen = (unready + quiet)[:needed]
-    if len(chosen) < needed:
+    gone = _newest_first([w for w in serving if w.name in released])
+    reported = set(idle or ())
+    quiet = _newest_first([w for w in serving if w not in gone and w.name in reported])
+    return unready + gone + quiet
+
+
+def choose_removals(workers: Sequence[RayWorker], replicas: int, idle: Collection[str] | None,
+                    released: Collection[str] = (), *, partial: bool = False) -> tuple[str, ...]:
+    """The pods a scale to `replicas` removes, or ScaleDownUnsafe when the surplus cannot be covered
+    (with `partial`: as many as can go)."""
+    needed = surplus(workers, replicas)
+    if needed == 0:
+        return ()
+    order = removal_order(workers, idle, released)
+    chosen = order[:needed]
+    if len(chosen) < needed and not partial:
         missing = needed - len(chosen)
+        serving = [w for w in workers if w.live and w.serving]
         if idle is None:
             why = ("the Ray head could not be asked which workers are idle, and without it only workers "
                    "that are not Ready may go")
         else:
-            busy = sorted(w.name for w in serving if w not in quiet)
+            busy = sorted(w.name for w in serving if w not in order)
             shown = ", ".join(busy[:5]) + (f" and {len(busy) - 5} more" if len(busy) > 5 else "")
-            why = f"the Ray head reports {len(quiet)} of {len(serving)} Ready workers idle (busy: {shown})"
+            why = (f"the Ray head reports {len(serving) - len(busy)} of {len(serving)} Ready workers idle "
+                   f"(busy: {shown})")
         raise ScaleDownUnsafe(f"cannot choose {missing} of the {needed} workers to remove: {why}; "
                               "nothing was changed")
     return tuple(w.name for w in chosen)
@@ -193,13 +245,19 @@ def scaled_groups(spec: Mapping, index: int, replicas: int, remove: Sequence[str
     return groups
 
 
-def head_url(obj: Mapping, head_pod_ip: str | None, via_service: bool) -> str | None:
-    """The Ray head's dashboard URL: its Service's DNS name in-cluster, else the
-    Ready head pod's IP (None when there is none to reach)."""
-    status = obj.get("status") or {}
-    port = (status.get("endpoints") or {}).get("dashboard") or DASHBOARD_PORT
+def gcs_address(obj: Mapping, head: Mapping | None, via_service: bool) -> str | None:
+    """`host:port` of the Ray GCS: the head Service's DNS name in-cluster, else the
+    head pod's IP (None when there is no head pod, or it has no IP yet)."""
+    if head is None:
+        return None
+    port = GCS_PORT
+    for container in (head.get("spec") or {}).get("containers") or ():
+        for p in container.get("ports") or ():
+            if p.get("name") == GCS_PORT_NAME and isinstance(p.get("containerPort"), int):
+                port = p["containerPort"]
     if via_service:
         meta = obj["metadata"]
-        service = (status.get("head") or {}).get("serviceName") or f"{meta['name']}-head-svc"
-        return f"http://{service}.{meta['namespace']}.svc:{port}"
-    return f"http://{head_pod_ip}:{port}" if head_pod_ip else None
+        service = ((obj.get("status") or {}).get("head") or {}).get("serviceName") or f"{meta['name']}-head-svc"
+        return f"{service}.{meta['namespace']}.svc:{port}"
+    ip = pod_ip(head)
+    return f"{ip}:{port}" if ip else None

@@ -6,6 +6,10 @@
 - A `WorkerShape` (what a hardware tier sets) changes a pod template's first
   container's `resources` and the pod's `nodeSelector` and `tolerations`;
   fields left None stay as they are; the template given is not modified.
+- Patches are JSON merge patches, which merge maps: `replacing` makes a map
+  equal to its new value (keys it lacks become null, so a GPU limit or a
+  node label of the old tier does not linger); `template_patch` is the
+  patch value that shapes a pod template, None when it is shaped already.
 """
 
 from __future__ import annotations
@@ -57,3 +61,23 @@ def shape_pod_template(template: Mapping | None, shape: WorkerShape) -> dict:
     if shape.tolerations is not None:
         spec["tolerations"] = [dict(t) for t in shape.tolerations]
     return result
+
+
+def replacing(old: Any, new: Mapping) -> dict:
+    """A merge-patch value that makes a map equal to `new`: keys of `old` that `new`
+    lacks become None (deleted), nested maps likewise."""
+    result = copy.deepcopy(dict(new))
+    if isinstance(old, Mapping):
+        for key, value in old.items():
+            if key not in result:
+                result[key] = None
+            elif isinstance(value, Mapping) and isinstance(result[key], Mapping):
+                result[key] = replacing(value, result[key])
+    return result
+
+
+def template_patch(template: Mapping | None, shape: WorkerShape) -> dict | None:
+    """The merge-patch value that gives a PodTemplateSpec `shape`; None when it has it already."""
+    old = dict(template or {})
+    new = shape_pod_template(old, shape)
+    return None if new == old else replacing(old, new)

@@ -37,9 +37,8 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dask_operator.core.dco import replacing
 from dask_operator.core.pods import pod_ready
-from dask_operator.core.scaling import WorkerShape, validate_replicas
+from dask_operator.core.scaling import WorkerShape, replacing, validate_replicas
 from dask_operator.errors import NotScalable
 
 API_VERSION = "spark.apache.org/v1"

@@ -22,7 +22,9 @@ The contract, each item a test per case:
 4. a head restart brings a new Ready head pod;
 5. bad input (negative or non-integer replicas, an unknown worker group, a
    missing cluster) raises the interface's errors and leaves the object's spec
-   and resourceVersion as they were.
+   and resourceVersion as they were;
+6. a head shape (a hardware tier) brings a new Ready head pod with the
+   shape's resources; the same shape again changes nothing.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from dask_operator.backends.base import SCALE_DOWN_FRAMEWORK, SCALE_DOWN_NAMED, 
 from dask_operator.backends.dask_cluster import DaskClusterBackend
 from dask_operator.backends.dco import DcoDaskBackend, DcoRayBackend, DcoSparkBackend
 from dask_operator.core.pods import pod_ready
+from dask_operator.core.scaling import WorkerShape
 from dask_operator.errors import ClusterNotFound, InvalidScale
 from dask_operator.kube import Kube as ApiKube
 
@@ -301,6 +304,27 @@ async def test_bad_input_changes_nothing(env: Env) -> None:
     assert env.snapshot("c") == before, "spec and resourceVersion unchanged"
     assert env.kube.kubectl("get", env.case.resource, "missing", "-n", env.ns, check=False).returncode != 0
     env.wait_ready("c", 1)
+    env.check_alive()
+
+
+async def test_head_shape_restarts_the_head_onto_it(env: Env) -> None:
+    env.create("c", 1)
+    env.wait_ready("c", 1)
+    old = await env.backend.head_pod(env.ns, "c")
+    resources = {"requests": {"cpu": "200m", "memory": "300Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+    shape = WorkerShape(resources=resources)
+    _, restarts = await env.backend.shape_head(env.ns, "c", shape)
+    assert restarts, "a new shape restarts the head"
+
+    def new_shaped_head() -> dict | None:
+        heads = env.ready_heads("c")
+        if len(heads) == 1 and heads[0]["metadata"]["uid"] != old["metadata"]["uid"]:
+            return heads[0] if heads[0]["spec"]["containers"][0].get("resources") == resources else None
+        return None
+    wait_for(new_shaped_head, 180, "a new Ready head pod with the shape's resources")
+    before = env.settled("c")
+    _, again = await env.backend.shape_head(env.ns, "c", shape)
+    assert not again and env.snapshot("c") == before, "the same shape again writes nothing"
     env.check_alive()
 
 

@@ -205,22 +205,33 @@ def test_scale_patch_invariants(seed):
     assert cluster == before
 
 
-# ---------------------------------------------------------------- replacing
+# ---------------------------------------------------------------- head shape
+
+HEAD_RES = {"limits": {"cpu": "2", "nvidia.com/gpu": 1}}
 
 
 @pytest.mark.parametrize(
-    "old, new, expected",
+    "kind, section, old, shape, expected",
     [
-        pytest.param(None, {"a": 1}, {"a": 1}, id="no-old"),
-        pytest.param({"a": 1, "b": 2}, {"a": 3}, {"a": 3, "b": None}, id="dropped-key-nulled"),
-        pytest.param({"r": {"x": 1, "y": 2}}, {"r": {"x": 5}}, {"r": {"x": 5, "y": None}}, id="nested"),
-        pytest.param({"r": {"x": 1}}, {"r": "flat"}, {"r": "flat"}, id="map-replaced-by-scalar"),
-        pytest.param({"l": [1, 2]}, {"l": [3]}, {"l": [3]}, id="lists-as-they-are"),
-        pytest.param("junk", {"a": 1}, {"a": 1}, id="old-not-a-map"),
+        pytest.param("DaskCluster", "scheduler", {}, WorkerShape(resources={"limits": {"cpu": "1"}}),
+                     {"resources": {"limits": {"cpu": "1"}}}, id="dask-scheduler"),
+        pytest.param("RayCluster", "head", {"resources": HEAD_RES}, WorkerShape(resources={"limits": {"cpu": "4"}}),
+                     {"resources": {"limits": {"cpu": "4", "nvidia.com/gpu": None}}}, id="ray-head-gpu-dropped"),
+        pytest.param("SparkCluster", "master", {"nodeSelector": {"a": "1"}},
+                     WorkerShape(node_selector={"b": "2"}, tolerations=[{"key": "k", "operator": "Exists"}]),
+                     {"nodeSelector": {"a": None, "b": "2"}, "tolerations": [{"key": "k", "operator": "Exists"}]},
+                     id="spark-master-placement"),
+        pytest.param("RayCluster", "head", {"resources": HEAD_RES, "nodeSelector": {"a": "1"}},
+                     WorkerShape(resources=HEAD_RES, node_selector={"a": "2"}),
+                     {"nodeSelector": {"a": "2"}}, id="only-what-changes"),
+        pytest.param("RayCluster", "head", {"resources": HEAD_RES}, WorkerShape(resources=HEAD_RES), None,
+                     id="already-shaped-none"),
     ],
 )
-def test_replacing(old, new, expected):
-    assert dco.replacing(old, new) == expected
+def test_head_patch(kind, section, old, shape, expected):
+    obj = {"spec": {section: copy.deepcopy(old), "worker": {"replicas": 2}}}
+    patch = dco.head_patch(kind, obj, shape)
+    assert patch == (None if expected is None else {"spec": {section: expected}})
 
 
 # ---------------------------------------------------------------- pods and status

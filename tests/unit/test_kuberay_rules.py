@@ -1,7 +1,8 @@
 """core.kuberay: the KubeRay backend's pure rules, table-driven, plus seeded invariants.
 
 One row per rule of the module docstring: which group, which replicas, which
-pods a scale-down removes (and when it refuses), the patch, the head's URL.
+Ray node is a pod's, which pods are idle, which pods a scale-down removes (and
+when it refuses), the patch, the GCS address.
 """
 
 from __future__ import annotations
@@ -12,19 +13,24 @@ import random
 import pytest
 
 from dask_operator.core.kuberay import (
+    MIN_IDLE_SECONDS,
     RayWorker,
     choose_removals,
     find_group,
+    gcs_address,
     group_replicas,
     head_selector,
-    head_url,
+    idle_workers,
     needs_head,
+    ray_nodes_by_pod,
     refuse_autoscaled,
+    removal_order,
     scaled_groups,
     worker_selector,
 )
 from dask_operator.core.scaling import WorkerShape
 from dask_operator.errors import InvalidScale, NotScalable, ScaleDownUnsafe
+from dask_operator.ray_gcs import RayNode
 
 T0, T1, T2, T3 = (f"2024-01-01T00:00:0{i}Z" for i in range(4))
 
@@ -152,7 +158,8 @@ def test_autoscaled_clusters_are_not_scalable(extra, refused):
         pytest.param(1, [w("a"), w("b"), pending("c")], {"a"}, ("c", "a"), id="unready-before-idle"),
         pytest.param(1, [w("a", created=T1), w("b", created=T2), w("c")], {"a", "b", "c"}, ("b", "a"),
                      id="idle-newest-first"),
-        pytest.param(1, [w("a", ip="10.0.0.1"), w("b", ip="10.0.0.2")], {"10.0.0.2"}, ("b",), id="idle-by-ip"),
+        pytest.param(1, [w("a", ip="10.0.0.1"), w("b", ip="10.0.0.2")], {"10.0.0.2"}, None,
+                     id="idle-names-pods-not-ips"),
         pytest.param(0, [w("a"), w("b")], {"a", "b"}, ("a", "b"), id="scale-to-zero-all-idle"),
         pytest.param(2, [w("a"), w("b", deleting=True), pending("c", created=T1)], None, (),
                      id="deleting-not-counted"),
@@ -173,6 +180,33 @@ def test_choose_removals(replicas, workers, idle, expected):
             choose_removals(workers, replicas, idle)
     else:
         assert choose_removals(workers, replicas, idle) == expected
+
+
+@pytest.mark.parametrize(
+    "replicas, workers, idle, released, partial, expected",
+    [
+        pytest.param(1, [w("a"), w("b", created=T1), w("c", created=T2)], {"b", "c"}, {"a"}, False, ("a", "c"),
+                     id="released-before-idle"),
+        pytest.param(1, [w("a"), w("b", created=T1), pending("c")], set(), {"a"}, False, ("c", "a"),
+                     id="unready-before-released"),
+        pytest.param(1, [w("a"), w("b")], None, {"a"}, False, ("a",), id="released-go-when-the-gcs-is-down"),
+        pytest.param(2, [w("a", deleting=True), w("b")], set(), {"a"}, False, (), id="released-not-live-ignored"),
+        pytest.param(0, [w("a"), w("b"), pending("c")], set(), {"a"}, True, ("c", "a"),
+                     id="partial-takes-what-can-go"),
+        pytest.param(0, [w("a"), w("b")], set(), set(), True, (), id="partial-nothing-can-go"),
+        pytest.param(1, [w("a"), w("b"), w("c")], set(), {"a", "b", "c"}, True, ("a", "b"),
+                     id="partial-never-more-than-the-surplus"),
+    ],
+)
+def test_choose_removals_with_released(replicas, workers, idle, released, partial, expected):
+    assert choose_removals(workers, replicas, idle, released, partial=partial) == expected
+
+
+def test_removal_order_lists_every_worker_that_may_go_in_order():
+    workers = [w("busy"), w("idle-old"), w("idle-new", created=T2), w("gone", created=T1), pending("p"),
+               w("unready", ready=False, created=T3), w("dying", deleting=True)]
+    order = removal_order(workers, {"idle-old", "idle-new", "dying"}, {"gone"})
+    assert [x.name for x in order] == ["p", "unready", "gone", "idle-new", "idle-old"]
 
 
 @pytest.mark.parametrize(
@@ -311,22 +345,83 @@ def test_scaled_groups_applies_the_shape_to_the_group_only(shape, expected_pod_s
     assert groups[0] == group("a"), "the other group keeps its template"
 
 
+def head(ip: str | None = "10.0.0.5", *ports: tuple[str, int]) -> dict:
+    status = {"podIP": ip} if ip else {}
+    return {"metadata": {"name": "rc-head-x"}, "status": status, "spec": {"containers": [
+        {"name": "ray-head", "ports": [{"name": n, "containerPort": p} for n, p in ports]}]}}
+
+
+RC = {"metadata": {"name": "rc", "namespace": "ns"}}
+
+
 @pytest.mark.parametrize(
-    "obj, ip, via_service, expected",
+    "obj, head_pod, via_service, expected",
     [
-        pytest.param({"metadata": {"name": "rc", "namespace": "ns"}}, "10.0.0.5", False, "http://10.0.0.5:8265",
-                     id="pod-ip-default-port"),
-        pytest.param({"metadata": {"name": "rc", "namespace": "ns"}}, None, False, None, id="no-pod-ip"),
-        pytest.param({"metadata": {"name": "rc", "namespace": "ns"}, "status": {"endpoints": {"dashboard": "9000"}}},
-                     "10.0.0.5", False, "http://10.0.0.5:9000", id="dashboard-port-from-status"),
-        pytest.param({"metadata": {"name": "rc", "namespace": "ns"}, "status": {"head": {"serviceName": "x-svc"}}},
-                     "10.0.0.5", True, "http://x-svc.ns.svc:8265", id="service-from-status"),
-        pytest.param({"metadata": {"name": "rc", "namespace": "ns"}}, None, True, "http://rc-head-svc.ns.svc:8265",
-                     id="service-default-name"),
+        pytest.param(RC, head("10.0.0.5"), False, "10.0.0.5:6379", id="pod-ip-default-port"),
+        pytest.param(RC, head("10.0.0.5", ("dashboard", 8265), ("gcs-server", 6380)), False, "10.0.0.5:6380",
+                     id="gcs-server-container-port"),
+        pytest.param({**RC, "status": {"endpoints": {"gcs-server": "31234"}}}, head("10.0.0.5"), False,
+                     "10.0.0.5:6379", id="endpoints-may-be-a-node-port-not-used"),
+        pytest.param(RC, head(None), False, None, id="no-pod-ip"),
+        pytest.param(RC, None, False, None, id="no-head-pod"),
+        pytest.param({**RC, "status": {"head": {"serviceName": "x-svc"}}}, head(None, ("gcs-server", 6380)), True,
+                     "x-svc.ns.svc:6380", id="service-from-status"),
+        pytest.param(RC, head("10.0.0.5"), True, "rc-head-svc.ns.svc:6379", id="service-default-name"),
     ],
 )
-def test_head_url(obj, ip, via_service, expected):
-    assert head_url(obj, ip, via_service) == expected
+def test_gcs_address(obj, head_pod, via_service, expected):
+    assert gcs_address(obj, head_pod, via_service) == expected
+
+
+# ---------------------------------------------------------------- pods and Ray nodes
+
+
+def node(instance="", ip="", status="IDLE", idle_ms=60_000, activity=(), nid=None) -> RayNode:
+    return RayNode(nid or f"{instance or ip}-{status}".encode(), instance, "workers", ip, status, idle_ms,
+                   tuple(activity))
+
+
+@pytest.mark.parametrize(
+    "workers, nodes, expected",
+    [
+        pytest.param([w("a", ip="10.0.0.1")], [node("a", "10.0.0.1")], {"a": "a"}, id="by-instance-id"),
+        pytest.param([w("a", ip="10.0.0.1")], [node("a", "10.0.0.9")], {"a": "a"}, id="instance-id-over-ip"),
+        pytest.param([w("a", ip="10.0.0.1")], [node("", "10.0.0.1")], {"a": "10.0.0.1"}, id="by-ip-without-id"),
+        pytest.param([w("a", ip="10.0.0.1")], [node("b", "10.0.0.1")], {}, id="another-pods-node-at-that-ip"),
+        pytest.param([w("a", ip="10.0.0.1")], [node("a", "10.0.0.1", "DEAD")], {}, id="dead-node-never"),
+        pytest.param([w("a", ip="10.0.0.1")], [node("", "10.0.0.1", "DEAD"), node("", "10.0.0.1")],
+                     {"a": "10.0.0.1"}, id="ip-reused-after-a-dead-node"),
+        pytest.param([w("a", ip="10.0.0.1")], [node("a", "10.0.0.1", nid=b"1"), node("a", "10.0.0.1", nid=b"2")],
+                     {}, id="two-alive-nodes-claim-the-pod"),
+        pytest.param([w("a", ip="10.0.0.1")], [node("", "10.0.0.1", nid=b"1"), node("", "10.0.0.1", nid=b"2")],
+                     {}, id="two-alive-nodes-at-the-ip"),
+        pytest.param([w("a")], [node("", "")], {}, id="no-ip-no-id"),
+        pytest.param([w("a", deleting=True, ip="10.0.0.1")], [node("a", "10.0.0.1")], {}, id="not-live"),
+    ],
+)
+def test_ray_nodes_by_pod(workers, nodes, expected):
+    found = ray_nodes_by_pod(workers, nodes)
+    assert {pod: n.instance_id or n.ip for pod, n in found.items()} == expected
+
+
+@pytest.mark.parametrize(
+    "worker, state, idle",
+    [
+        pytest.param(w("a"), node("a"), True, id="idle-long-enough"),
+        pytest.param(w("a"), node("a", idle_ms=int(MIN_IDLE_SECONDS * 1000)), True, id="idle-exactly-the-minimum"),
+        pytest.param(w("a"), node("a", idle_ms=int(MIN_IDLE_SECONDS * 1000) - 1), False, id="idle-too-briefly"),
+        pytest.param(w("a"), node("a", activity=["Resource: CPU currently in use."]), True,
+                     id="activity-left-over-from-busy-is-ignored"),
+        pytest.param(w("a"), node("a", status="RUNNING"), False, id="running"),
+        pytest.param(w("a"), node("a", status="DRAINING"), False, id="draining"),
+        pytest.param(w("a"), node("a", status="UNKNOWN(7)"), False, id="unknown-status"),
+        pytest.param(w("a", ready=False), node("a"), False, id="pod-not-ready"),
+        pytest.param(w("a"), None, False, id="no-node"),
+    ],
+)
+def test_idle_workers(worker, state, idle):
+    by_pod = {worker.name: state} if state else {}
+    assert idle_workers([worker], by_pod) == (frozenset({worker.name}) if idle else frozenset())
 
 
 # ---------------------------------------------------------------- invariants
@@ -357,24 +452,29 @@ def test_choose_removals_invariants(seed):
         assert value < minimum or value > maximum, "replicas inside min/max are accepted"
         return
     assert minimum <= replicas <= maximum, "replicas never outside min/max"
-    idle = None if rng.random() < 0.3 else {
-        (x.ip if x.ip and rng.random() < 0.5 else x.name) for x in workers if rng.random() < 0.5}
+    idle = None if rng.random() < 0.3 else {x.name for x in workers if rng.random() < 0.5}
+    released = {x.name for x in workers if rng.random() < 0.2}
     by_name = {x.name: x for x in workers}
     live = [x for x in workers if x.live]
     needed = max(0, len(live) - replicas)
+    may_go = {x.name for x in live if not x.serving or x.name in (idle or set()) or x.name in released}
+    partial = choose_removals(workers, replicas, idle, released, partial=True)
+    assert len(partial) == min(needed, len(may_go)), "partial: as many as may go, never past the surplus"
     try:
-        chosen = choose_removals(workers, replicas, idle)
+        chosen = choose_removals(workers, replicas, idle, released)
     except ScaleDownUnsafe:
-        reported = idle or set()
-        can_go = [x for x in live if not x.serving or x.name in reported or x.ip in reported]
-        assert len(can_go) < needed, "refused only when the surplus cannot be covered"
+        assert len(may_go) < needed, "refused only when the surplus cannot be covered"
         return
+    assert chosen == partial, "when the surplus is covered, partial changes nothing"
     assert len(chosen) == needed, "exactly the surplus, never more"
     assert len(set(chosen)) == len(chosen)
     assert all(by_name[n].live for n in chosen), "only live pods are named"
     for n in chosen:
         x = by_name[n]
         if x.serving:
-            assert idle is not None and (x.name in idle or x.ip in idle), "never a Ready pod not reported idle"
+            assert n in released or (idle is not None and n in idle), "never a Ready pod neither released nor idle"
+    tiers = [0 if not by_name[n].serving else 1 if n in released else 2 for n in chosen]
+    assert tiers == sorted(tiers), "unready, then released, then idle"
     assert len(live) - len(chosen) == min(len(live), replicas), "down to replicas, never below"
-    assert choose_removals(list(reversed(workers)), replicas, idle) == chosen, "order does not depend on input order"
+    assert choose_removals(list(reversed(workers)), replicas, idle, released) == chosen, \
+        "order does not depend on input order"

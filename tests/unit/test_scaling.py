@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dask_operator.backends import DEFAULTS, KINDS, Registry
-from dask_operator.core.scaling import WorkerShape, shape_pod_template, validate_replicas
+from dask_operator.core.scaling import WorkerShape, replacing, shape_pod_template, template_patch, validate_replicas
 from dask_operator.errors import InvalidKind, InvalidScale
 
 
@@ -82,3 +82,40 @@ def test_registry_answers_invalid_kind_with_the_seed_message():
         registry.backend("mpiclusters")
     assert str(raised.value) == "kind must be one of [rayclusters, daskclusters, sparkclusters]"
     assert set(DEFAULTS) == set(KINDS)
+
+
+# ---------------------------------------------------------------- replacing
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        pytest.param(None, {"a": 1}, {"a": 1}, id="no-old"),
+        pytest.param({"a": 1, "b": 2}, {"a": 3}, {"a": 3, "b": None}, id="dropped-key-nulled"),
+        pytest.param({"r": {"x": 1, "y": 2}}, {"r": {"x": 5}}, {"r": {"x": 5, "y": None}}, id="nested"),
+        pytest.param({"r": {"x": 1}}, {"r": "flat"}, {"r": "flat"}, id="map-replaced-by-scalar"),
+        pytest.param({"l": [1, 2]}, {"l": [3]}, {"l": [3]}, id="lists-as-they-are"),
+        pytest.param("junk", {"a": 1}, {"a": 1}, id="old-not-a-map"),
+    ],
+)
+def test_replacing(old, new, expected):
+    assert replacing(old, new) == expected
+
+
+@pytest.mark.parametrize(
+    "template, shape, expected",
+    [
+        pytest.param({"spec": {"containers": [{"name": "w", "resources": {"limits": {"nvidia.com/gpu": 1}}}],
+                               "nodeSelector": {"gpu": "a100", "zone": "x"}}},
+                     WorkerShape(resources={"limits": {"cpu": "2"}}, node_selector={"zone": "y"}),
+                     {"spec": {"containers": [{"name": "w", "resources": {"limits": {"cpu": "2"}}}],
+                               "nodeSelector": {"gpu": None, "zone": "y"}}},
+                     id="old-tier-keys-nulled"),
+        pytest.param({"spec": {"containers": [{"name": "w", "resources": {"limits": {"cpu": "2"}}}]}},
+                     WorkerShape(resources={"limits": {"cpu": "2"}}), None, id="already-shaped"),
+        pytest.param(None, WorkerShape(), {"spec": {"containers": [{}]}}, id="empty-template-gets-a-container"),
+    ],
+)
+def test_template_patch(template, shape, expected):
+    """A merge patch that leaves nothing of the old tier behind, or None when nothing changes."""
+    assert template_patch(template, shape) == expected
