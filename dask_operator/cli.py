@@ -1,4 +1,4 @@
-"""The `dask-operator` command: run, render, api, sandbox, autoscale, nodes."""
+"""The `dask-operator` command: run, render, api, scaler, sandbox, autoscale, nodes."""
 
 from __future__ import annotations
 
@@ -42,6 +42,9 @@ def _run_parser(sub) -> None:
     p.add_argument("--desired-workers-interval", type=float, default=5.0,
                    help="seconds between polls of each scheduler's adaptive target, exported as "
                         "dask_operator_cluster_desired_workers (default 5; 0: off)")
+    p.add_argument("--autoscale-interval", type=float, default=15.0,
+                   help="seconds between syncs of the operator's own autoscaler for Clusters with "
+                        "spec.autoscaling (default 15, the HPA's; 0: off; needs the desired-workers poll)")
     p.add_argument("--scheduler-access", choices=["auto", "service", "pod-ip"], default="auto",
                    help="how to reach scheduler APIs: Service DNS (in-cluster) or the ready pod's IP "
                         "(outside the cluster); auto picks by where the operator runs")
@@ -85,6 +88,19 @@ def nodes_main(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+def _scaler_parser(sub) -> None:
+    from .client_cli import add_arguments
+
+    p = sub.add_parser("scaler", help="the cluster-scaler API's client: list, get, scale, restart-head, status")
+    add_arguments(p)
+
+
+def scaler_main(args: argparse.Namespace) -> int:
+    from .client_cli import main
+
+    return main(args)
+
+
 def api_main(args: argparse.Namespace) -> int:
     from .api.main import quiet, run
 
@@ -111,6 +127,7 @@ def run_main(args: argparse.Namespace) -> int:
         metrics_address=args.metrics_address,
         access=SchedulerAccess.choose(args.scheduler_access),
         desired_workers_interval=args.desired_workers_interval,
+        autoscale_interval=args.autoscale_interval,
     ))
     return 0
 
@@ -198,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     _run_parser(sub)
     _render_parser(sub)
     _api_parser(sub)
+    _scaler_parser(sub)
     _sandbox_parser(sub)
     _autoscale_parser(sub)
     _nodes_parser(sub)
@@ -215,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if not args.verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    commands = {"run": run_main, "render": render_main, "api": api_main, "sandbox": sandbox_main,
+    commands = {"run": run_main, "render": render_main, "api": api_main, "scaler": scaler_main,
+                "sandbox": sandbox_main,
                 "autoscale": autoscale_main, "nodes": nodes_main}
     if args.command in commands:
         return commands[args.command](args)

@@ -44,7 +44,8 @@ def test_api_command_is_wired(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize("argv, flag", [(["autoscale", "simulate", "--help"], "--trace"),
-                                        (["nodes", "serve", "--help"], "--nodes")], ids=["autoscale", "nodes"])
+                                        (["nodes", "serve", "--help"], "--nodes"),
+                                        (["scaler", "scale", "--help"], "--tier")], ids=["autoscale", "nodes", "scaler"])
 def test_subcommands_are_wired(capsys, argv, flag):
     with pytest.raises(SystemExit) as e:
         main(argv)
