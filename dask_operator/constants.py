@@ -53,6 +53,7 @@ SCHEDULER_HTTP_ROUTES = (
 COND_AVAILABLE = "Available"
 COND_PROGRESSING = "Progressing"
 COND_SCALE_DOWN_BLOCKED = "ScaleDownBlocked"
+COND_AUTOSCALING = "Autoscaling"  # spec.autoscaling: the operator's own autoscaler is in control
 
 # The operator's own pods (deploy/) carry this label, value PART_OF.
 LABEL_PART_OF = "app.kubernetes.io/part-of"

@@ -24,6 +24,7 @@ class DesiredWorkersPoller:
         self.endpoints = endpoints
         self.dask = dask
         self._exported: set[Key] = set()  # Clusters whose series exists
+        self.targets: dict[Key, int] = {}  # the last answer of each scheduler that answered
 
     async def run(self, interval: float) -> None:
         while True:
@@ -45,11 +46,13 @@ class DesiredWorkersPoller:
             target = await self.dask.adaptive_target(url)
             metrics.DESIRED_WORKERS.labels(*key).set(target)
             self._exported.add(key)
+            self.targets[key] = target
         except SchedulerUnreachable as e:
             self._withdraw(key, str(e))
 
     def _withdraw(self, key: Key, why: str) -> None:
         """Remove the series (absent, not 0); log once, when there was one."""
+        self.targets.pop(key, None)
         if key in self._exported:
             self._exported.discard(key)
             metrics.forget_desired_workers(*key)

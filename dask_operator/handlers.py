@@ -7,7 +7,8 @@
   plain watch started here): a coalesced reconcile of that Cluster (status
   refresh, replacing lost pods), children not re-applied.
 * `desired_workers.DesiredWorkersPoller`, started here, exports each
-  scheduler's adaptive target.
+  scheduler's adaptive target; `cluster_autoscaler.ClusterAutoscaler`,
+  started here too, applies it to Clusters with `spec.autoscaling`.
 * A timer re-reconciles every Cluster as a safety net.
 
 Errors from the domain are translated here and nowhere else.
@@ -23,6 +24,7 @@ import kopf
 
 from . import constants as c
 from .errors import DaskOperatorError, InvalidSpec
+from .cluster_autoscaler import ClusterAutoscaler
 from .desired_workers import DesiredWorkersPoller
 from .pod_watch import PodWatch
 from .reconcile import Outcome, Reconciler
@@ -37,6 +39,8 @@ class Runtime:
     reconciler: Reconciler | None = None
     pod_watch: PodWatch | None = None
     poller: DesiredWorkersPoller | None = None
+    autoscaler: ClusterAutoscaler | None = None
+    autoscale_interval: float = 15.0
     namespaces: list[str] | None = None  # None: cluster-wide
     desired_workers_interval: float = 5.0  # 0: not polled
     tasks: list[asyncio.Task] = []
@@ -86,6 +90,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         Runtime.tasks.append(asyncio.create_task(Runtime.pod_watch.run(Runtime.namespaces)))
     if Runtime.poller is not None:
         Runtime.tasks.append(asyncio.create_task(Runtime.poller.run(Runtime.desired_workers_interval)))
+    if Runtime.autoscaler is not None:
+        Runtime.tasks.append(asyncio.create_task(Runtime.autoscaler.run(Runtime.autoscale_interval)))
 
 
 @kopf.on.cleanup()
@@ -98,6 +104,8 @@ async def stop_background_tasks(**_: Any) -> None:
 @kopf.on.resume(c.GROUP, c.VERSION, c.PLURAL)
 @kopf.on.update(c.GROUP, c.VERSION, c.PLURAL, field="spec")
 async def cluster_reconcile(body: kopf.Body, logger: logging.Logger, retry: int, **_: Any) -> None:
+    if Runtime.autoscaler is not None:
+        Runtime.autoscaler.track(body)
     try:
         outcome = await _reconciler().reconcile(dict(body), apply_children=True)
     except InvalidSpec as e:
@@ -107,6 +115,8 @@ async def cluster_reconcile(body: kopf.Body, logger: logging.Logger, retry: int,
 
 @kopf.timer(c.GROUP, c.VERSION, c.PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 async def cluster_resync(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+    if Runtime.autoscaler is not None:
+        Runtime.autoscaler.track(body)
     try:
         outcome = await _reconciler().reconcile(dict(body), apply_children=False)
     except DaskOperatorError as e:
@@ -120,5 +130,7 @@ async def cluster_resync(body: kopf.Body, logger: logging.Logger, **_: Any) -> N
 def cluster_delete(name: str, namespace: str, **_: Any) -> None:
     # Children carry owner references: the garbage collector removes them.
     _reconciler().forget(namespace, name)
+    if Runtime.autoscaler is not None:
+        Runtime.autoscaler.forget((namespace, name))
     if Runtime.pod_watch is not None:
         Runtime.pod_watch.forget((namespace, name))

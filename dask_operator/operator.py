@@ -8,6 +8,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from . import handlers
+from .cluster_autoscaler import ClusterAutoscaler
 from .dask_scheduler import DaskSchedulerClient
 from .desired_workers import DesiredWorkersPoller
 from .kube import Kube
@@ -27,6 +28,7 @@ async def run(
     metrics_address: str,
     access: SchedulerAccess,
     desired_workers_interval: float = 5.0,
+    autoscale_interval: float = 15.0,
 ) -> None:
     if metrics_port is not None:
         start_http_server(metrics_port, addr=metrics_address)
@@ -37,7 +39,11 @@ async def run(
     reconciler = Reconciler(kube, dask, access, endpoints)
     handlers.Runtime.reconciler = reconciler
     handlers.Runtime.pod_watch = PodWatch(kube, reconciler.reconcile_by_name)
-    handlers.Runtime.poller = DesiredWorkersPoller(endpoints, dask) if desired_workers_interval > 0 else None
+    poller = DesiredWorkersPoller(endpoints, dask) if desired_workers_interval > 0 else None
+    handlers.Runtime.poller = poller
+    handlers.Runtime.autoscaler = (ClusterAutoscaler(kube, poller.targets.get)
+                                   if poller is not None and autoscale_interval > 0 else None)
+    handlers.Runtime.autoscale_interval = autoscale_interval
     handlers.Runtime.namespaces = None if clusterwide else namespaces
     handlers.Runtime.desired_workers_interval = desired_workers_interval
     log.info("reaching schedulers by %s", access.value)

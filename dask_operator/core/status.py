@@ -16,6 +16,9 @@ only when ``status`` does):
   - ``ScaleDownBlocked``: True while the operator cannot scale down (the
     scheduler is unreachable, or it retired fewer workers than asked).
 
+Conditions of other types (the autoscaler's ``Autoscaling``) are carried over
+from ``previous`` as they are.
+
 Values that are unknown are ``None``: in a merge patch ``None`` removes the
 field, and ``status_changed`` treats ``None`` and absent alike.
 """
@@ -31,6 +34,7 @@ from dask_operator.core.manifests import worker_selector
 from dask_operator.core.plan import WorkerPod, live_pods
 from dask_operator.core.spec import ClusterSpec
 
+OWN_CONDITIONS = frozenset({c.COND_AVAILABLE, c.COND_PROGRESSING, c.COND_SCALE_DOWN_BLOCKED})
 PHASE_PENDING = "Pending"
 PHASE_SCALING = "Scaling"
 PHASE_RUNNING = "Running"
@@ -60,8 +64,9 @@ def compute_status(
     outdated = sum(1 for p in live if p.outdated(spec.worker_template_hash))
     retiring = sorted((p for p in pods if p.retiring), key=lambda p: p.name)
     progress = _progress(scheduler_ready, spec.replicas, count, ready, len(retiring), outdated)
-    old = _conditions_by_type(previous)
-    cond = partial(_condition, old, spec.generation, now)
+    old = conditions_by_type(previous)
+    cond = partial(condition, old, spec.generation, now)
+    foreign = [dict(x) for t, x in old.items() if t not in OWN_CONDITIONS]
     return {
         "observedGeneration": spec.generation,
         "phase": _phase(scheduler_ready, progress),
@@ -95,6 +100,7 @@ def compute_status(
                 if blocked_reason
                 else "",
             ),
+            *foreign,
         ],
     }
 
@@ -133,12 +139,12 @@ def _progress(
     return None
 
 
-def _conditions_by_type(previous: Mapping | None) -> dict[str, Mapping]:
+def conditions_by_type(previous: Mapping | None) -> dict[str, Mapping]:
     conditions = (previous or {}).get("conditions") or ()
     return {cond.get("type"): cond for cond in conditions if isinstance(cond, Mapping)}
 
 
-def _condition(
+def condition(
     old: Mapping[str, Mapping],
     generation: int,
     now: str,

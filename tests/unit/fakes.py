@@ -117,6 +117,10 @@ class Call:
         return f"{self.verb} {path}"
 
 
+# The scale subresource's specReplicasPath, per plural (our CRD's).
+SCALE_REPLICAS_PATHS = {"clusters": ("spec", "workers", "replicas")}
+
+
 class FakeKube:
     """Same async verbs as `Kube`, over an in-memory store."""
 
@@ -247,6 +251,12 @@ class FakeKube:
             merged["metadata"]["uid"] = uid
             obj.clear()
             obj.update(merged)
+        elif subresource == "scale" and plural in SCALE_REPLICAS_PATHS:
+            *parents, leaf = SCALE_REPLICAS_PATHS[plural]
+            target = obj
+            for part in parents:
+                target = target.setdefault(part, {})
+            target[leaf] = patch["spec"]["replicas"]
         else:
             raise NotImplementedError(f"FakeKube cannot patch subresource {subresource!r}")
         obj["metadata"]["resourceVersion"] = str(next(self._rv))
