@@ -25,7 +25,7 @@ def _sandbox_parser(sub) -> None:
     p.add_argument("--hpa-sync-period", default="2s", help="the HPA controller's sync period (default 2s)")
     p.add_argument("--scrape-interval", default="2s", help="Prometheus scrape interval (default 2s)")
     p.add_argument("--example", action="store_true",
-                   help="also install deploy/, run the operator and apply example/")
+                   help="also install deploy/ and deploy/api, run the operator and the API, and apply example/")
     p.add_argument("--with", dest="operators", default="",
                    help="third-party operators to build and run too, comma-separated: kuberay, dco")
 

@@ -173,7 +173,8 @@ class WorkerScaler:
             self, spec: ClusterSpec, url: str | None, observed: list[WorkerPod],
     ) -> tuple[dict[str, str] | None, SchedulerUnreachable | None]:
         """While outdated workers serve, the scheduler's workers ({name: address}), else None (not
-        needed). When it cannot be asked: ({}, why), so replacements are made and none retired."""
+        needed). When it cannot be asked: (None, why): registration unknown, so no outdated worker
+        counts as holding no data; replacements are made, and retiring any is blocked."""
         if not any(p.live and p.serving and p.outdated(spec.worker_template_hash) for p in observed):
             return None, None
         try:
@@ -181,7 +182,7 @@ class WorkerScaler:
                 raise SchedulerUnreachable("no Ready scheduler pod")
             return await self.dask.workers(url), None
         except SchedulerUnreachable as e:
-            return {}, e
+            return None, e
 
     async def _replace(self, spec: ClusterSpec, url: str, names: tuple[str, ...], registered: dict[str, str],
                        observed: list[WorkerPod], uids: dict[str, str]) -> tuple[str, ...]:

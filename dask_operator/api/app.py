@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from ..errors import (BackendUnavailable, ClusterNotFound, DaskOperatorError, HeadNotFound, InvalidKind, InvalidScale, NotScalable,
-                      OperatorNotInstalled, ScaleDownUnsafe)
+from ..errors import (BackendUnavailable, ClusterNotFound, DaskOperatorError, HeadNotFound, InvalidKind, InvalidScale,
+                      NotScalable, NotSupported, OperatorNotInstalled, ScaleDownPartial, ScaleDownUnsafe)
 from . import openapi, views
 from .auth import API_KEY_HEADERS, Authenticator, Identity
-from .errors import (AuthUnavailable, BadRequest, Forbidden, InvalidTier, NotSupported,
-                     Unauthenticated)
+from .errors import AuthUnavailable, BadRequest, Forbidden, InvalidTier, Unauthenticated
 from .service import ScalerService
 
 log = logging.getLogger(__name__)
@@ -48,6 +47,7 @@ ERRORS: dict[type[BaseException], tuple[int, str]] = {
     OperatorNotInstalled: (404, "operator_not_installed"),
     NotScalable: (409, "not_scalable"),
     ScaleDownUnsafe: (409, "scale_down_unsafe"),
+    ScaleDownPartial: (409, "scale_down_partial"),
     HeadNotFound: (409, "head_not_found"),
     BackendUnavailable: (501, "backend_unavailable"),
     NotSupported: (501, "not_supported"),
@@ -172,7 +172,10 @@ def _raw(request: web.Request) -> bool:
 
 
 async def _body(request: web.Request) -> dict:
-    text = await request.text()
+    try:
+        text = (await request.read()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("request body must be a JSON object (UTF-8)") from None
     if not text.strip():
         return {}
     try:

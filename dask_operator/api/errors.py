@@ -38,9 +38,5 @@ class TiersUnavailable(ApiError):
     """The tiers ConfigMap cannot be read or is malformed (a server-side fault)."""
 
 
-class NotSupported(ApiError):
-    """The kind's backend cannot do this operation (e.g. change the head's tier)."""
-
-
 class AuthUnavailable(ApiError):
     """A review could not be carried out (API server unreachable, RBAC missing)."""

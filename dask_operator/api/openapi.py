@@ -1,7 +1,12 @@
 """The OpenAPI 3.1 document of every route, served at /openapi.json.
 
-Kept true by the tests: every route the app serves is documented here, and
-every response the unit tests see is validated against its schema.
+Kept true by the tests: every route the app serves is documented here,
+every response the unit tests see is validated against its schema, and
+schemathesis (tests/e2e/test_api_schema.py) sends generated requests to a
+real server and checks both ways: what the document allows is accepted (or
+refused only for who is asking or what exists), what it forbids is refused.
+So parameters carry the server's own rules (`views`: DNS-1123 names, flags)
+and request bodies say what is required.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import copy
 
 from ..backends.registry import KINDS
+from .views import DNS_LABEL, DNS_SUBDOMAIN, FLAG
 
 VERSION = "0.1.0"
 
@@ -44,15 +50,20 @@ SCHEMAS = {
     "ScaleRequest": {"type": "object", "required": ["replicas"], "properties": {
         "replicas": INT, "worker_hw_tier_name": NULLABLE_STR, "worker_hw_tier": NULLABLE_STR,
         "worker_hw_tier_id": NULLABLE_STR,
-        "worker_group": {"type": "string", "description": "the worker group, for a RayCluster with several"}}},
+        "worker_group": {"type": ["string", "null"], "minLength": 1,
+                         "description": "the worker group, for a RayCluster with several"}}},
     "Scaled": _obj(["kind", "name", "replicas", "requested", "capped", "object"],
                    {"max_replicas": INT, "worker_hw_tier": TIER_REF},
                    kind={"enum": list(KINDS)}, name=STR, replicas=INT, requested=INT, capped=BOOL,
                    object=_ref("KubeObject")),
     "HeadTierRequest": {"type": "object", "properties": {
-        "head_hw_tier_name": NULLABLE_STR, "head_hw_tier": NULLABLE_STR, "head_hw_tier_id": NULLABLE_STR}},
-    "HeadTierChanged": _obj(["kind", "name", "head_hw_tier", "object"], kind={"enum": list(KINDS)}, name=STR,
-                            head_hw_tier=TIER_REF, object=_ref("KubeObject")),
+        "head_hw_tier_name": NULLABLE_STR, "head_hw_tier": NULLABLE_STR, "head_hw_tier_id": NULLABLE_STR},
+        "description": "At least one of the three names a tier (empty or null: absent)",
+        "anyOf": [{"required": [f], "properties": {f: {"type": "string", "minLength": 1}}}
+                  for f in ("head_hw_tier_name", "head_hw_tier", "head_hw_tier_id")]},
+    "HeadTierChanged": _obj(["kind", "name", "head_hw_tier", "restarts", "started_at", "object"],
+                            kind={"enum": list(KINDS)}, name=STR, head_hw_tier=TIER_REF, restarts=BOOL,
+                            started_at=STR, object=_ref("KubeObject")),
     "Restarted": _obj(["ok", "kind", "name", "namespace", "started_at", "pod"], ok={"const": True},
                       kind={"enum": list(KINDS)}, name=STR, namespace=STR,
                       started_at={"type": "string", "format": "date-time"}, pod=STR),
@@ -69,7 +80,7 @@ ERROR_TEXT = {
     "401": "unauthenticated: no credentials, more than one, or credentials the cluster does not accept",
     "403": "unauthorized: not the owner of the cluster, nor an admin",
     "404": "not_found (no such cluster) or operator_not_installed (the kind's CRD is not served)",
-    "409": "not_scalable, scale_down_unsafe or head_not_found",
+    "409": "not_scalable, scale_down_unsafe, scale_down_partial or head_not_found",
     "500": "the route's own failure (list_failed, get_failed, scale_failed, ...), the cause in details",
     "501": "backend_unavailable (the kind's backend is not in this server) or not_supported",
     "503": "auth_unavailable: a TokenReview or SubjectAccessReview could not be carried out",
@@ -77,13 +88,17 @@ ERROR_TEXT = {
 
 KIND = {"name": "kind", "in": "path", "required": True, "schema": {"type": "string", "enum": list(KINDS)},
         "description": "rayclusters, daskclusters or sparkclusters (another: 400 invalid_kind)"}
-NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
-        "description": "The cluster's Kubernetes object name"}
-NAMESPACE = {"name": "namespace", "in": "query", "required": False, "schema": {"type": "string"},
-             "description": "Default: the server's compute namespace (COMPUTE_NAMESPACE, domino-compute)"}
-RAW = {"name": "raw", "in": "query", "required": False, "schema": {"type": "string",
-                                                                    "enum": ["true", "false", "1", "0"]},
-       "description": "true: the object untouched, without the compatibility view"}
+NAME = {"name": "name", "in": "path", "required": True,
+        "schema": {"type": "string", "pattern": DNS_SUBDOMAIN, "maxLength": 253},
+        "description": "The cluster's Kubernetes object name (DNS-1123 subdomain; another: 400)"}
+NAMESPACE = {"name": "namespace", "in": "query", "required": False,
+             "schema": {"type": "string", "pattern": f"^({DNS_LABEL[1:-1]})?$",
+                        "maxLength": 63},
+             "description": "A DNS-1123 label (another: 400). Absent or empty: the server's compute "
+                            "namespace (COMPUTE_NAMESPACE, domino-compute)"}
+RAW = {"name": "raw", "in": "query", "required": False, "schema": {"type": "string", "pattern": FLAG},
+       "description": "true, yes or 1 (any case): the object untouched, without the compatibility view; "
+                      "false, no, 0 or empty (the default): the view"}
 
 
 def _started_at(required: bool) -> dict:

@@ -14,6 +14,8 @@ Rules:
 - Scale answers `replicas` (what was sent), `requested`, `capped` and, when
   capped, `max_replicas` (see `views.cap_replicas`), with the updated object.
 - Objects are answered in the compatibility view unless `raw` (`views`).
+- head-hw-tier answers `restarts` (False when the head had that tier's shape
+  already: nothing changes) and `started_at`, for the restart-status route.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ..backends.base import Backend
 from ..backends.registry import Registry
 from . import views
 from .auth import Identity
-from .errors import BadRequest, Forbidden, NotSupported
+from .errors import BadRequest, Forbidden
 from .tiers import resolve
 
 DEFAULT_NAMESPACE = "domino-compute"
@@ -146,9 +148,8 @@ class ScalerService:
             raise BadRequest("head_hw_tier_name (or head_hw_tier, head_hw_tier_id) is required")
         backend, _ = await self._cluster(who, kind, namespace, name, "update")
         tier = resolve(await self.tiers.tiers(), wanted, kind)
-        shape_head = getattr(backend, "shape_head", None)
-        if shape_head is None:
-            raise NotSupported(f"the {backend.name} backend cannot change the head's hardware tier yet")
-        updated = await shape_head(namespace, name, tier.shape)
+        since = self.now()
+        updated, restarts = await backend.shape_head(namespace, name, tier.shape)
         return {"kind": kind, "name": name, "head_hw_tier": {"id": tier.id, "name": tier.name},
+                "restarts": restarts, "started_at": views.format_timestamp(since),
                 "object": await self._view(backend, updated, raw)}

@@ -2,15 +2,19 @@
 compatibility view and the head-restart status. No I/O, no clock.
 
 Request fields:
-- `replicas` is a JSON integer >= 0 (not a bool, float or string), else
-  seed 000's `replicas must be a non-negative integer`.
+- `replicas` is a JSON integer >= 0, else seed 000's `replicas must be a
+  non-negative integer`: not a bool, a string or a fraction; a number with
+  a zero fraction (`3.0`) is the integer it equals, as JSON Schema (and so
+  the OpenAPI document) counts it.
 - `worker_group` (optional) names the worker group of a resource with
   several (KubeRay); backends with one group accept only theirs.
 - A tier may be named by `worker_hw_tier_name`, `worker_hw_tier` or
   `worker_hw_tier_id` (`head_hw_tier_*` for the head); the seed-001 client
   sends the same value in two of them. Empty or null values are absent.
-- Flags (`raw`) are `true|1|yes` or `false|0|no` (any case); names and
-  namespaces are DNS-1123, as Kubernetes requires.
+- Flags (`raw`) are `true|1|yes` or `false|0|no` (any case, nothing around
+  them) or empty; names and namespaces are DNS-1123, as Kubernetes
+  requires. Each rule is a whole-string match (a trailing newline fails it),
+  and `openapi.py` publishes the same patterns.
 
 Ownership: a cluster is owned by the value of its owner label; a user id
 that is not a valid label value owns nothing (and never reaches a selector).
@@ -55,8 +59,13 @@ REPLICAS_MESSAGE = "replicas must be a non-negative integer"
 TIER_SUFFIXES = ("_hw_tier_name", "_hw_tier", "_hw_tier_id")
 MAX_RAISED_BY_SCALE = frozenset({"dco-dask", "dco-ray", "dco-spark"})
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# JSON Schema (ECMA-262) patterns, also served in the OpenAPI document; matched
+# here with `fullmatch`, so that `$` cannot accept a trailing newline.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+FLAG = r"^([Tt][Rr][Uu][Ee]|[Yy][Ee][Ss]|1|[Ff][Aa][Ll][Ss][Ee]|[Nn][Oo]|0)?$"
+_DNS_LABEL = re.compile(DNS_LABEL)
+_DNS_SUBDOMAIN = re.compile(DNS_SUBDOMAIN)
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
 
@@ -66,6 +75,8 @@ _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
 
 def parse_replicas(body: Mapping) -> int:
     value = body.get("replicas")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise BadRequest(REPLICAS_MESSAGE)
     return value
@@ -93,7 +104,7 @@ def tier_fields(body: Mapping, role: str = "worker") -> list[str]:
 
 
 def parse_flag(value: str | None, name: str) -> bool:
-    text = (value or "").strip().lower()
+    text = (value or "").lower()
     if text in _TRUE:
         return True
     if text in _FALSE:
@@ -102,13 +113,13 @@ def parse_flag(value: str | None, name: str) -> bool:
 
 
 def check_namespace(namespace: str) -> str:
-    if not _DNS_LABEL.match(namespace or ""):
+    if not _DNS_LABEL.fullmatch(namespace or ""):
         raise BadRequest("namespace must be a Kubernetes namespace name (DNS-1123 label)")
     return namespace
 
 
 def check_name(name: str) -> str:
-    if not _DNS_SUBDOMAIN.match(name or ""):
+    if not _DNS_SUBDOMAIN.fullmatch(name or ""):
         raise BadRequest("cluster name must be a Kubernetes object name (DNS-1123 subdomain)")
     return name
 
@@ -117,7 +128,7 @@ def check_name(name: str) -> str:
 
 
 def valid_label_value(value: str) -> bool:
-    return bool(value) and bool(_LABEL_VALUE.match(value))
+    return bool(value) and bool(_LABEL_VALUE.fullmatch(value))
 
 
 def owner_of(obj: Mapping, label: str) -> str | None:

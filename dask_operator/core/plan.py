@@ -14,7 +14,7 @@ gracefully, new first (`plan_workers`, "Replacement").
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from dask_operator import constants as c
@@ -120,23 +120,27 @@ def plan_workers(
       no data) -- not-Running first, then newest, then highest index -- and
       leave the rest of the surplus to the scheduler to retire.
 
-    Replacement, when pods are outdated against ``template_hash``:
-    - outdated pods that are not serving hold no data and are deleted at once;
+    Replacement, when pods are outdated against ``template_hash``. A worker
+    *holds data* when its pod is serving and, if ``registered`` (the
+    scheduler's worker names) is given, the scheduler has registered it:
+    - outdated pods that hold no data are deleted at once;
     - while outdated serving workers remain, current workers are created up
       to ``desired``, with at most ``desired + surge_limit(desired)`` live
       pods in all (new workers first);
     - outdated serving workers are retired by name through the scheduler only
       as far as serving workers stay at ``desired`` or above: each goes once
       a current worker serves in its place (to zero when ``desired`` is 0);
-      disposal order, as above. A current worker serves once its pod is
-      Ready and, when ``registered`` (the scheduler's worker names) is
-      given, the scheduler has registered it;
+      disposal order, as above. A current worker serves in its place once
+      it holds data by the same rule (registered: it can take the data);
     - meanwhile a surplus of current workers only loses pods that are not
       serving; their retirement waits for the replacement to finish.
     """
+    def holds(p: WorkerPod) -> bool:
+        return p.serving and (registered is None or p.name in registered)
+
     outdated = [p for p in pods if p.live and p.outdated(template_hash)]
-    if any(p.serving for p in outdated):
-        return _replacement(cluster_name, desired, pods, set(reserved), template_hash, registered)
+    if any(holds(p) for p in outdated):
+        return _replacement(cluster_name, desired, pods, set(reserved), template_hash, holds)
     old = {p.name for p in outdated}
     live = [p for p in live_pods(pods) if p.name not in old]
     doomed = [p.name for p in pods if not p.deleting and (not p.live or p.name in old)]
@@ -153,18 +157,18 @@ def plan_workers(
 
 
 def _replacement(cluster_name: str, desired: int, pods: Sequence[WorkerPod], reserved: set[str],
-                 template_hash: str | None, registered: Collection[str] | None) -> ScalePlan:
+                 template_hash: str | None, holds: Callable[[WorkerPod], bool]) -> ScalePlan:
     """`plan_workers` while outdated serving workers remain (see its docstring)."""
     live = live_pods(pods)
     current = [p for p in live if not p.outdated(template_hash)]
-    old_serving = [p for p in live if p.outdated(template_hash) and p.serving]
+    old_serving = [p for p in live if p.outdated(template_hash) and holds(p)]
     doomed = [p.name for p in pods if not p.deleting and (not p.live or (p.outdated(template_hash)
-                                                                          and not p.serving))]
+                                                                          and not holds(p)))]
     room = desired + surge_limit(desired) - len(current) - len(old_serving)
     count = max(0, min(desired - len(current), room))
     create = _free_names(cluster_name, {p.name for p in pods} | reserved, count)
     extra = _disposal_order(cluster_name, [p for p in current if not p.serving])[:max(0, len(current) - desired)]
-    serving = sum(p.serving and (registered is None or p.name in registered) for p in current) + len(old_serving)
+    serving = sum(holds(p) for p in current) + len(old_serving)
     replace = _disposal_order(cluster_name, old_serving)[:max(0, serving - desired)]
     return ScalePlan(create=create, delete=tuple(doomed + [p.name for p in extra]),
                      replace=tuple(p.name for p in replace))

@@ -10,7 +10,16 @@ from pathlib import Path
 
 from .cluster import Sandbox, SandboxConfig, SandboxInfo
 
-__all__ = ["Sandbox", "SandboxConfig", "SandboxInfo", "run_sandbox"]
+__all__ = ["API_ADDRESS", "Sandbox", "SandboxConfig", "SandboxInfo", "run_sandbox"]
+
+# Shell commands that export BASE, the cluster-scaler API's URL as this host
+# reaches it (deploy/api's pod IP on the sandbox bridge; there is no
+# kube-proxy for its Service). `--example` prints them; README uses them.
+API_ADDRESS = (
+    "kubectl rollout status deployment/ddl-cluster-scaler -n domino-field --timeout=180s\n"
+    "export BASE=http://$(kubectl get pods -n domino-field -l app.kubernetes.io/name=ddl-cluster-scaler"
+    " -o jsonpath='{.items[0].status.podIP}'):8080\n"
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +53,14 @@ def run_sandbox(
         print(f"prometheus: {info.prometheus}  state: {info.state_dir}", flush=True)
         if example:
             sandbox.run_example(Path.cwd())
-            print("example: deploy/ and example/ applied; the operator runs as its own pod. Try:\n"
+            print("example: deploy/, example/ and deploy/api applied; the operator and the cluster-scaler "
+                  "API run as their own pods. Try:\n"
                   "  kubectl get daskclusters,pods\n"
                   "  kubectl scale clusters.dask.charmtx.com/example-dask --replicas=2\n"
-                  "  dask-operator sandbox address example-dask   # a scheduler address for distributed.Client",
-                  flush=True)
+                  "  dask-operator sandbox address example-dask   # a scheduler address for distributed.Client\n"
+                  "The cluster-scaler API's address from this host (its pod's IP; README: The cluster-scaler "
+                  "API):\n" + "".join(f"  {line}\n" for line in API_ADDRESS.splitlines()),
+                  end="", flush=True)
         asyncio.run(sandbox.serve())
     except KeyboardInterrupt:
         pass

@@ -46,6 +46,9 @@ ADAPTER_NAMESPACE = "sandbox-system"
 ADAPTER_SERVICE = "prometheus-adapter"
 READY_FILE = "sandbox.json"
 ETCD_TMPFS = "/dev/shm" if Path("/dev/shm").is_dir() else None
+# What `sandbox --example` applies, in order: (kustomize directory, namespace
+# for those that deploy into the current one). deploy/api has its own.
+EXAMPLE = (("deploy", "default"), ("example", None), ("deploy/api", None))
 
 
 @dataclass
@@ -451,13 +454,15 @@ class Sandbox:
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
 
     def run_example(self, root: Path) -> None:
-        """Seed 003's commands: `kubectl apply -k deploy/`, then `kubectl apply -k example/`.
+        """Seed 003's commands, `kubectl apply -k deploy/` then `kubectl apply -k example/`,
+        and the cluster-scaler API, `kubectl apply -k deploy/api` (see `EXAMPLE`).
 
-        The operator runs as deploy/'s own pod, started by the pod runner
+        The operator and the API run as their own pods (both carry
+        `app.kubernetes.io/part-of=dask-operator`), started by the pod runner
         once `serve()` runs.
         """
-        self.kubectl("apply", "-k", str(root / "deploy"), "-n", "default")
-        self.kubectl("apply", "-k", str(root / "example"))
+        for directory, namespace in EXAMPLE:
+            self.kubectl("apply", "-k", str(root / directory), *(["-n", namespace] if namespace else []))
 
     # ---------------------------------------------------------------- stop
     def stop(self) -> None:

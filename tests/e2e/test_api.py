@@ -13,6 +13,7 @@ ServiceAccount tokens from `kubectl create token`:
 | group admin | SA in a namespace whose group is an --admin-group | 200 |
 | SAR admin | SA bound to a ClusterRole with update on clusters/scale | 200 |
 | wrong audience | owner's token for another audience | 401 |
+| expired | owner's token re-signed with the sandbox's ServiceAccount key, `exp` an hour ago | 401 |
 | malformed, none | | 401 |
 | API keys | a valid key (owner), an unknown one | 200, 401 |
 
@@ -25,9 +26,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
-import subprocess
-import sys
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +34,12 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 
-from helpers import ROOT, Kube, service_account_kubeconfig, wait_for
+from helpers import ROOT, Kube, host_api, wait_for
 
 from dask_operator.core.pods import pod_ready
-from dask_operator.sandbox.cluster import free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -48,6 +48,7 @@ OWNER_LABEL = "dominodatalab.com/starting-user-id"
 CLUSTER = "scaled"
 API_KEY = "e2e-api-key-" + "7" * 32
 SIMULATE = {"sandbox.dask.charmtx.com/simulate": "true"}
+TEMPLATE_HASH = "dask.charmtx.com/worker-template-hash"
 
 
 def cluster_manifest(owner: str) -> dict:
@@ -82,6 +83,13 @@ class Scaler:
             self.namespace, f"dask.charmtx.com/cluster={CLUSTER},dask.charmtx.com/role=worker")
             if not p["metadata"].get("deletionTimestamp"))
 
+    def describe(self) -> str:
+        """The worker pods (name, template hash) and the Cluster's conditions, for a failure message."""
+        pods = self.kube.pods(self.namespace, f"dask.charmtx.com/cluster={CLUSTER},dask.charmtx.com/role=worker")
+        obj = self.kube.get("clusters.dask.charmtx.com", CLUSTER, "-n", self.namespace)
+        return (f"worker pods {[(p['metadata']['name'], p['metadata']['labels'].get(TEMPLATE_HASH)) for p in pods]}, "
+                f"conditions {[c.get('message') for c in (obj.get('status') or {}).get('conditions', [])]}")
+
     def snapshot(self) -> tuple:
         """What a request could change: generation, spec, labels and the worker pods (the
         resourceVersion also moves with the operator's own status writes)."""
@@ -99,7 +107,6 @@ def scaler(kube: Kube, deployed: Path, tmp_path_factory) -> Scaler:
     suffix = str(int(time.time() * 1000) % 100000)
     ns, adm, role = f"api-e2e-{suffix}", f"api-e2e-adm-{suffix}", f"api-e2e-scale-admin-{suffix}"
     state = tmp_path_factory.mktemp("api")
-    process = None
     kube.kubectl("apply", "-k", str(ROOT / "deploy" / "api"))
     try:
         for name in (ns, adm):
@@ -118,35 +125,14 @@ def scaler(kube: Kube, deployed: Path, tmp_path_factory) -> Scaler:
         tokens = {who: _token(kube, ns, who) for who in ("owner", "stranger", "sar-admin")}
         tokens["boss"] = _token(kube, adm, "boss")
         tokens["wrong-audience"] = _token(kube, ns, "owner", "--audience=not-the-scaler")
-        kubeconfig = service_account_kubeconfig(kube, state / "api.kubeconfig", FIELD, "ddl-cluster-scaler")
-        port = free_ports(1)[0]
-        log = state / "api.log"
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-c",
-                 "import sys; from dask_operator.api.main import main; sys.exit(main(sys.argv[1:]))",
-                 "--address", "127.0.0.1", "--port", str(port), "--namespace", "domino-compute",
-                 "--admin-group", f"system:serviceaccounts:{adm}",
-                 "--tiers-configmap", f"{FIELD}/ddl-cluster-scaler-tiers",
-                 "--keys-secret", f"{FIELD}/ddl-cluster-scaler-keys"],
-                env={**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAMESPACE": FIELD},
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 60, "the API's /healthz")
-        s = Scaler(kube, url, ns, tokens, log)
-        wait_for(lambda: s.workers() and pod_ready(kube.pods(ns, "dask.charmtx.com/role=worker")[0]), 120,
-                 "the Cluster's first worker")
-        yield s
+        with host_api(kube, state, "--namespace", "domino-compute", "--admin-group", f"system:serviceaccounts:{adm}",
+                      "--tiers-configmap", f"{FIELD}/ddl-cluster-scaler-tiers",
+                      "--keys-secret", f"{FIELD}/ddl-cluster-scaler-keys") as (url, log):
+            s = Scaler(kube, url, ns, tokens, log)
+            wait_for(lambda: s.workers() and pod_ready(kube.pods(ns, "dask.charmtx.com/role=worker")[0]), 120,
+                     "the Cluster's first worker")
+            yield s
     finally:
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-            print("\n--- API log (last 30 lines) ---\n" + "\n".join(
-                (state / "api.log").read_text(errors="replace").splitlines()[-30:]))
         kube.kubectl("delete", "clusterrolebinding,clusterrole", role, "--ignore-not-found")
         for name in (ns, adm):
             kube.kubectl("delete", "namespace", name, "--wait=true", "--timeout=180s", "--ignore-not-found")
@@ -154,7 +140,37 @@ def scaler(kube: Kube, deployed: Path, tmp_path_factory) -> Scaler:
                      "--ignore-not-found")
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def resigned(token: str, key: Path, **claims: int) -> str:
+    """`token` (a `kubectl create token` JWT) with `claims` replaced, signed RS256 with the
+    sandbox's ServiceAccount signing key. Header (kid), issuer, audience and the
+    `kubernetes.io` binding stay, so the API server judges only what changed."""
+    header, payload, _ = token.split(".")
+    body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))) | claims
+    signed = f"{header}.{_b64url(json.dumps(body, separators=(',', ':')).encode())}"
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    return f"{signed}.{_b64url(private.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256()))}"
+
+
+@pytest.fixture(scope="module")
+def minted(scaler: Scaler, sandbox) -> dict[str, str]:
+    """The owner's token re-signed (TokenRequest refuses durations under 10 minutes):
+    `expired` an hour ago, and `resigned`, the same re-signing with a valid `exp`, the
+    control that shows `expired` is refused for its `exp` alone."""
+    key = Path(sandbox.state_dir) / "pki" / "sa.key"
+    now = int(time.time())
+    tokens = {"expired": resigned(scaler.tokens["owner"], key, iat=now - 7200, nbf=now - 7200, exp=now - 3600),
+              "resigned": resigned(scaler.tokens["owner"], key, iat=now - 60, nbf=now - 60, exp=now + 3600)}
+    scaler.tokens.update(tokens)  # and so looked for in the API's log like every other token
+    return tokens
+
+
 GET = f"/cluster/daskclusters/{CLUSTER}"
+REFUSED_TOKEN = {"error": "unauthenticated",
+                 "message": "the token was not accepted (invalid, expired or for another audience)"}
 SCALE = f"/cluster/scale/daskclusters/{CLUSTER}"
 
 
@@ -162,6 +178,8 @@ SCALE = f"/cluster/scale/daskclusters/{CLUSTER}"
     pytest.param(None, {}, 401, 401, id="no-credentials"),
     pytest.param(None, {"Authorization": "Bearer not.a.jwt"}, 401, 401, id="malformed-token"),
     pytest.param("wrong-audience", None, 401, 401, id="wrong-audience-token"),
+    pytest.param("expired", None, 401, 401, id="expired-token"),
+    pytest.param("resigned", None, 200, None, id="resigned-token-control"),
     pytest.param(None, {"X-Domino-Api-Key": "unknown-key-0000000000"}, 401, 401, id="unknown-api-key"),
     pytest.param("stranger", None, 403, 403, id="non-owner"),
     pytest.param("owner", None, 200, None, id="owner"),
@@ -169,12 +187,16 @@ SCALE = f"/cluster/scale/daskclusters/{CLUSTER}"
     pytest.param("sar-admin", None, 200, None, id="admin-by-subjectaccessreview"),
     pytest.param(None, {"X-Domino-Api-Key": API_KEY}, 200, None, id="owner-api-key"),
 ])
-def test_auth_matrix_with_real_reviews(scaler: Scaler, who, headers, get_status, scale_status) -> None:
+def test_auth_matrix_with_real_reviews(scaler: Scaler, request, who, headers, get_status, scale_status) -> None:
+    if who in ("expired", "resigned"):
+        request.getfixturevalue("minted")
     headers = scaler.bearer(who) if who else headers
     before = scaler.snapshot()
     r = scaler.call("GET", GET, headers)
     assert r.status_code == get_status, r.text
     assert r.headers["Cache-Control"] == "no-store"
+    if who in ("expired", "wrong-audience"):
+        assert r.json() == REFUSED_TOKEN
     if get_status == 200:
         assert r.json()["metadata"]["name"] == CLUSTER and r.json()["spec"]["worker"]["replicas"] == 1
     if scale_status is not None:
@@ -210,7 +232,10 @@ def test_owner_scales_the_cluster_with_a_tier_and_workers_follow(scaler: Scaler)
     assert (body["kind"], body["name"], body["replicas"], body["capped"]) == ("daskclusters", CLUSTER, 2, False)
     template = body["object"]["spec"]["workers"]["template"]["spec"]["containers"][0]
     assert template["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
-    wait_for(lambda: len(scaler.workers()) == 2, 120, "a second worker pod")
+    try:
+        wait_for(lambda: len(scaler.workers()) == 2, 120, "a second worker pod")
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {scaler.describe()}") from None
 
     def complete() -> bool:
         view = scaler.call("GET", GET, scaler.bearer("owner")).json()

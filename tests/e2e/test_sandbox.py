@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from distributed import Client
 from helpers import Kube, wait_for
 
 from dask_operator.core.pods import pod_ready
+from dask_operator.sandbox import API_ADDRESS
 from dask_operator.sandbox.netns import list_namespaces
 from dask_operator.sandbox.procs import alive
 
@@ -202,4 +205,42 @@ def test_two_sandboxes_coexist_and_teardown_leaves_no_process(sandbox, tmp_path:
     assert not [p for p in pids if alive(p)], "a sandbox process survived teardown"
     assert not list_namespaces(net)
     assert subprocess.run(["ip", "link", "show", net.bridge], capture_output=True).returncode != 0
+    assert second.process.returncode == 0
+
+
+def test_example_runs_the_operator_and_the_api_as_pods_and_says_how_to_reach_the_api(sandbox, tmp_path: Path) -> None:
+    """`sandbox --example`: deploy/, example/ and deploy/api applied; the operator, the
+    example's scheduler and the cluster-scaler API run as pods of the pod runner. The
+    commands it prints for the API's address work from the host, and the API answers
+    there with real TokenReviews (its pod's own ServiceAccount)."""
+    from helpers import start_sandbox
+
+    second = start_sandbox(tmp_path / "example", "--example", timeout=300)
+    try:
+        kube = Kube(Path(second.info.kubeconfig))
+        printed = (tmp_path / "example" / "supervisor.log").read_text(errors="replace")
+        assert "".join(f"  {line}\n" for line in API_ADDRESS.splitlines()) in printed, printed[-2000:]
+        api = wait_for(lambda: [p for p in kube.pods("domino-field", "app.kubernetes.io/name=ddl-cluster-scaler")
+                                if pod_ready(p)], 240, "deploy/api's pod Ready")[0]
+        assert api["metadata"]["labels"]["app.kubernetes.io/part-of"] == "dask-operator"
+        assert ipaddress.ip_address(api["status"]["podIP"]) in second.info.network.runner_range, "a real pod"
+        wait_for(lambda: [p for p in kube.pods("default", "app.kubernetes.io/name=dask-operator") if pod_ready(p)],
+                 240, "the operator's pod Ready")
+        kube.kubectl("create", "serviceaccount", "probe", "-n", "default")
+        uid = kube.get("serviceaccount", "probe", "-n", "default")["metadata"]["uid"]
+        kube.kubectl("label", "clusters.dask.charmtx.com/example-dask", f"dominodatalab.com/starting-user-id={uid}",
+                     "-n", "default")
+        script = API_ADDRESS + (
+            'curl -sS -w "\\n" "$BASE/healthz"\n'
+            'curl -sS -w "\\n" -H "Authorization: Bearer $(kubectl create token probe)" '
+            '"$BASE/ddl_cluster_scaler_api/list/daskclusters?namespace=default"\n')
+        env = {**kube.env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True,
+                             timeout=240)
+        assert out.returncode == 0, out.stderr
+        health, listed = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+        assert health == {"status": "ok"}
+        assert [c["metadata"]["name"] for c in listed["clusters"]] == ["example-dask"], listed
+    finally:
+        second.stop()
     assert second.process.returncode == 0

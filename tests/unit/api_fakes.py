@@ -29,7 +29,7 @@ from typing import Any
 
 from dask_operator.backends.base import ClusterStatus
 from dask_operator.core.scaling import shape_pod_template, validate_replicas
-from dask_operator.errors import ClusterNotFound, HeadNotFound, InvalidScale
+from dask_operator.errors import ClusterNotFound, HeadNotFound, InvalidScale, NotSupported
 
 OWNER_LABEL = "dominodatalab.com/starting-user-id"
 T0 = "2025-09-02T15:00:00Z"
@@ -116,13 +116,24 @@ class FakeBackend:
         self.heads[(namespace, name)] = pod(f"{name}-head-2", self.next_head_created, ready=False)
         return old
 
+    async def shape_head(self, namespace: str, name: str, shape) -> tuple[dict, bool]:
+        raise NotSupported(f"the {self.name} backend cannot change the scheduler's hardware tier")
+
 
 class ShapingBackend(FakeBackend):
-    """A backend that can change the head's tier."""
+    """A backend that can change the head's tier: a shape the head has already restarts nothing."""
 
-    async def shape_head(self, namespace: str, name: str, shape) -> dict:
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_shapes: dict[tuple[str, str], object] = {}
+
+    async def shape_head(self, namespace: str, name: str, shape) -> tuple[dict, bool]:
+        await self.get(namespace, name)
+        if self.head_shapes.get((namespace, name)) == shape:
+            return copy.deepcopy(self.objects[(namespace, name)]), False
         self.writes.append(("shape_head", namespace, name, shape))
-        return copy.deepcopy(self.objects[(namespace, name)])
+        self.head_shapes[(namespace, name)] = shape
+        return copy.deepcopy(self.objects[(namespace, name)]), True
 
 
 def review(username: str, uid: str = "", groups: tuple[str, ...] = (), audiences: tuple[str, ...] = ()) -> dict:

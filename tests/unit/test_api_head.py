@@ -97,8 +97,13 @@ async def test_head_tier_on_a_backend_that_can(world: World) -> None:
     async with serve(world) as api:
         status, body, _ = await api.call("PATCH", "/ddl_cluster_scaler/head-hw-tier/daskclusters/mine",
                                          token=OWNER, body={"head_hw_tier_id": "small-k8s"})
-    assert status == 200 and body["head_hw_tier"] == {"id": "small-k8s", "name": "Small"}
-    assert world.dask.writes[0][3].resources["requests"]["cpu"] == "1"
+        assert status == 200 and body["head_hw_tier"] == {"id": "small-k8s", "name": "Small"}
+        assert body["restarts"] is True and body["started_at"].endswith("Z")
+        assert world.dask.writes[0][3].resources["requests"]["cpu"] == "1"
+        status, body, _ = await api.call("PATCH", "/ddl_cluster_scaler/head-hw-tier/daskclusters/mine",
+                                         token=OWNER, body={"head_hw_tier_name": "Small"})
+        assert status == 200 and body["restarts"] is False, "the same tier again restarts nothing"
+    assert len(world.dask.writes) == 1
 
 
 async def test_head_not_found_during_restart_is_409(world: World) -> None:

@@ -21,7 +21,8 @@ UTC = dt.timezone.utc
 @pytest.mark.parametrize("body, expected", [
     pytest.param({"replicas": 0}, 0, id="zero"), pytest.param({"replicas": 7}, 7, id="seven"),
     pytest.param({}, None, id="missing"), pytest.param({"replicas": -1}, None, id="negative"),
-    pytest.param({"replicas": "2"}, None, id="string"), pytest.param({"replicas": 2.0}, None, id="float"),
+    pytest.param({"replicas": "2"}, None, id="string"), pytest.param({"replicas": 2.5}, None, id="fraction"),
+    pytest.param({"replicas": 2.0}, 2, id="integral-float"),
     pytest.param({"replicas": False}, None, id="bool"),
 ])
 def test_parse_replicas(body: dict, expected: int | None) -> None:

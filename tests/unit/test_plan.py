@@ -209,6 +209,23 @@ def test_plan_replaces_outdated_workers(desired, pods, expected):
     assert plan_workers("dask", desired, pods, template_hash="new") == expected
 
 
+@pytest.mark.parametrize(
+    "desired, pods, registered, expected",
+    [
+        pytest.param(2, [old(0), old(1)], names(1), ScalePlan(create=names(2, 3), delete=names(0)),
+                     id="unregistered-old-holds-no-data-deleted-at-once"),
+        pytest.param(2, [old(0), new(1), new(2)], (), ScalePlan(delete=names(0)),
+                     id="nothing-registered-old-deleted-new-kept"),
+        pytest.param(2, [old(0), old(1), new(2)], names(0, 1), ScalePlan(),
+                     id="new-not-registered-does-not-replace-yet"),
+        pytest.param(2, [old(0), old(1), new(2)], names(0, 1, 2), ScalePlan(replace=names(1)),
+                     id="new-registered-replaces-one"),
+    ],
+)
+def test_plan_replacement_by_registration(desired, pods, registered, expected):
+    assert plan_workers("dask", desired, pods, template_hash="new", registered=registered) == expected
+
+
 @pytest.mark.parametrize("desired, surge", [(0, 1), (1, 1), (4, 1), (5, 2), (8, 2), (100, 25), (101, 26)])
 def test_surge_limit(desired, surge):
     assert surge_limit(desired) == surge
