@@ -1,4 +1,4 @@
-"""The `dask-operator` command: run, render, api, scaler, sandbox, autoscale, nodes."""
+"""The `dask-operator` command: run, render, api, scaler, autoscaling-api, sandbox, autoscale, nodes."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def _sandbox_parser(sub) -> None:
     p.add_argument("--example", action="store_true",
                    help="also install deploy/ and deploy/api, run the operator and the API, and apply example/")
     p.add_argument("--with", dest="operators", default="",
-                   help="third-party operators to build and run too, comma-separated: kuberay, dco")
+                   help="third-party operators to build and run too, comma-separated: kuberay, dco, "
+                        "cluster-autoscaler")
 
 
 def _run_parser(sub) -> None:
@@ -84,6 +85,19 @@ def _nodes_parser(sub) -> None:
 
 def nodes_main(args: argparse.Namespace) -> int:
     from .nodes.cli import main as serve
+
+    return serve(args)
+
+
+def _autoscaling_api_parser(sub) -> None:
+    from .autoscaling_api.main import add_arguments
+
+    p = sub.add_parser("autoscaling-api", help="serve the autoscaling API (seed 004): autoscalers that are HPAs")
+    add_arguments(p)
+
+
+def autoscaling_api_main(args: argparse.Namespace) -> int:
+    from .autoscaling_api.main import main as serve
 
     return serve(args)
 
@@ -216,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     _render_parser(sub)
     _api_parser(sub)
     _scaler_parser(sub)
+    _autoscaling_api_parser(sub)
     _sandbox_parser(sub)
     _autoscale_parser(sub)
     _nodes_parser(sub)
@@ -234,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     commands = {"run": run_main, "render": render_main, "api": api_main, "scaler": scaler_main,
+                "autoscaling-api": autoscaling_api_main,
                 "sandbox": sandbox_main,
                 "autoscale": autoscale_main, "nodes": nodes_main}
     if args.command in commands:

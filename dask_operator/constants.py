@@ -70,3 +70,7 @@ METRIC_CLUSTER_DESIRED_WORKERS = "dask_operator_cluster_desired_workers"
 # Verda node groups (dask-operator nodes serve): labels on template and real nodes.
 LABEL_NODE_GROUP = f"{GROUP}/node-group"
 GPU_LABEL = f"{GROUP}/gpu-model"  # value: the instance type's GPU model, e.g. A100
+
+# The autoscaling API (seed 004): every HPA it makes carries this label and value.
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+AUTOSCALING_API_MANAGER = "dask-operator-autoscaling-api"

@@ -188,3 +188,9 @@ class ClientError(DaskOperatorError):
     def transient(self) -> bool:
         """Worth asking again: no answer, or a gateway's or server's temporary failure."""
         return self.code in ("unreachable", "request_timeout") or self.status in (502, 503, 504)
+
+
+# The autoscaling API (seed 004)
+
+class InvalidAutoscalerRequest(DaskOperatorError):
+    """An autoscaler create request seed 004's rules refuse; the message lists every problem."""

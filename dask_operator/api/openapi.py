@@ -14,17 +14,13 @@ from __future__ import annotations
 import copy
 
 from ..backends.registry import KINDS
+from ..openapi_parts import METRICS, json_body, operation, ref
 from .views import DNS_LABEL, DNS_SUBDOMAIN, FLAG
 
 VERSION = "0.1.0"
 
 
-def _ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict, description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+_ref, _json = ref, json_body
 
 
 def _obj(required: list[str], optional: dict | None = None, **props: dict) -> dict:
@@ -109,15 +105,8 @@ def _started_at(required: bool) -> dict:
 
 def _op(summary: str, ok: tuple[str, dict], errors: str, params: list[dict], body: str | None = None,
         public: bool = False) -> dict:
-    responses = {"200": _json(ok[1], ok[0])}
-    for code in errors.split():
-        responses[code] = {"$ref": f"#/components/responses/E{code}"}
-    op: dict = {"summary": summary, "parameters": params, "responses": responses}
-    if body:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
-    if public:
-        op["security"] = []
-    return op
+    """An operation answering 200 with `ok` = (description, schema)."""
+    return operation(summary, "200", ok[1], ok[0], errors, params, body, public)
 
 
 def document() -> dict:
@@ -142,8 +131,7 @@ def document() -> dict:
                     "400 401 403 404 409 500 501 503", [KIND, NAME, NAMESPACE, RAW], "HeadTierRequest")
     health = _op("Liveness and readiness", ("Up", _ref("Health")), "", [], public=True)
     spec = _op("This document", ("OpenAPI 3.1", {"type": "object"}), "", [], public=True)
-    metrics = {"summary": "Prometheus metrics", "security": [], "responses": {"200": {
-        "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}
+    metrics = METRICS
     return copy.deepcopy({
         "openapi": "3.1.0",
         "info": {"title": "DDL Cluster Scaler", "version": VERSION,

@@ -37,7 +37,6 @@ counted from the pods (DCO's `status.workerReplicas` copies the StatefulSet's
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 

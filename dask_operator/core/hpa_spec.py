@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from dask_operator.errors import InvalidAutoscaling
 
 RESOURCE, PODS, OBJECT, EXTERNAL = "Resource", "Pods", "Object", "External"
 UTILIZATION, AVERAGE_VALUE, VALUE = "Utilization", "AverageValue", "Value"

@@ -36,6 +36,7 @@ from . import netns, procs, thirdparty
 from .build import Binaries, ensure_binaries
 from .pki import KeyPair, Pki, make_pki
 from .podrunner import PodRunner
+from .resource_metrics import ADAPTER as RESOURCE_ADAPTER, ResourceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,8 @@ class Sandbox:
         # that dial https://kubernetes.default.svc (kopf does) reach it. Each
         # sandbox has its own gateway address, so sandboxes do not collide.
         api_port = self.api_port = APISERVER_PORT
-        (etcd_client, etcd_peer, kcm_port, sched_port, kwok_port, prom_port, adapter_port) = free_ports(7)
+        (etcd_client, etcd_peer, kcm_port, sched_port, kwok_port, prom_port, adapter_port, *usage_ports) = free_ports(9)
+        self.resource_metrics = ResourceMetrics(self.dir, *usage_ports)
         server = f"https://{net.gateway}:{api_port}"
         admin = write_kubeconfig(self.dir / "admin.kubeconfig", server, pki.ca, pki.admin, "admin")
         kcm_kc = write_kubeconfig(self.dir / "kcm.kubeconfig", server, pki.ca, pki.controller_manager,
@@ -241,7 +243,7 @@ class Sandbox:
             files = sum((["-f", str(c)] for c in crds), [])
             self.kubectl("apply", "--server-side", "--force-conflicts", *files)
             self.kubectl("wait", "--for=condition=Established", "--timeout=60s", *files)
-        self.kubectl_apply(self._bootstrap_objects(adapter_port))
+        self.kubectl_apply(self._bootstrap_objects(adapter_port) + self.resource_metrics.objects(ADAPTER_NAMESPACE))
 
         flex = self.dir / "flexvolume"
         flex.mkdir(exist_ok=True)
@@ -294,6 +296,8 @@ class Sandbox:
         rules = self.dir / "adapter-rules.yaml"
         rules.write_text(yaml.safe_dump(merge_rules(self.config.adapter_rules)))
         self._spawn("prometheus-adapter", self._adapter_argv(admin, adapter_port, prom_port, rules))
+        usage_config = self.resource_metrics.prepare(self.config.scrape_interval, file_sd)
+        self._spawn(RESOURCE_ADAPTER, self._adapter_argv(admin, usage_ports[1], prom_port, usage_config))
 
         self.kubectl_apply(kwok_config.nodes(self.config))
 
@@ -318,6 +322,8 @@ class Sandbox:
         _wait("Prometheus", lambda: httpx.get(f"http://127.0.0.1:{prom_port}/-/ready").status_code == 200,
               deadline, self.procs)
         _wait("custom metrics APIService", api_service_available, deadline, self.procs)
+        _wait("resource metrics APIService", lambda: self.resource_metrics.available(client, server), deadline,
+              self.procs)
         client.close()
         started = {name: self._start_operator(name, binary, admin, deadline) for name, binary in operators.items()}
 
@@ -339,8 +345,9 @@ class Sandbox:
         argv, env = thirdparty.operator_argv(name, binary, kubeconfig, ports)
         self._spawn(name, argv, {**os.environ, **env})
         named = dict(zip(thirdparty.OPERATORS[name].ports, ports))
-        _wait(f"{name} /readyz", lambda: httpx.get(
-            f"http://127.0.0.1:{named['health']}/readyz").status_code == 200, deadline, self.procs)
+        health = thirdparty.OPERATORS[name].health_path
+        _wait(f"{name} {health}", lambda: httpx.get(
+            f"http://127.0.0.1:{named['health']}{health}").status_code == 200, deadline, self.procs)
         return {"pid": self.procs[name].pid, **named}
 
     def _adapter_argv(self, admin: Path, port: int, prom_port: int, rules: Path) -> list[str]:
@@ -487,6 +494,7 @@ class Sandbox:
             signal.SIGHUP, lambda: asyncio.ensure_future(asyncio.to_thread(self.reload_adapter)))
         runner = PodRunner(Path(self.info.kubeconfig), self.network, self.dir, self.api_port)
         task = asyncio.create_task(runner.run())
+        usage = await self.resource_metrics.serve(runner)
         self.write_info()
         await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         runner.stop()
@@ -494,6 +502,7 @@ class Sandbox:
             await asyncio.wait_for(task, 60)
         except Exception:
             log.exception("pod runner failed")
+        await usage.cleanup()
 
 
 def merge_rules(files: list[Path]) -> dict:

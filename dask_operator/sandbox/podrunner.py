@@ -26,8 +26,16 @@ and run here instead, once kube-scheduler has bound them to a node:
 * on deletion it sends SIGTERM, waits out the grace period (at most 30 s),
   SIGKILLs, removes the namespace and deletes the pod object.
 
-Liveness probes, init containers and extra containers are not run; preStop
-exec hooks are, within the grace period, before SIGTERM.
+Init containers run first, in order, each to completion (a failed one is
+retried with back-off per `restartPolicy`), with their own command, env and
+log (`init-<name>.log`); readiness probes may also be `exec`, run in the pod's
+namespaces (in the background, within `timeoutSeconds`); `fieldRef` env also
+reads `metadata.labels['k']` and `metadata.annotations['k']`. Liveness probes
+and extra containers are not run; preStop exec hooks are, within the grace
+period, before SIGTERM. A stopped pod's leftovers -- processes that left the
+container's process group (`ray start` does) -- are killed through its network
+namespace. KubeRay's pods run as real Ray processes when they opt in
+(`ray_pods.py`).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import os
 import re
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +56,7 @@ import httpx
 import kr8s.asyncio
 
 from ..constants import LABEL_PART_OF, LABEL_ROLE, PART_OF, SANDBOX_SIMULATE_LABEL
-from . import netns
+from . import netns, ray_pods
 from .procs import pdeathsig_preexec
 from .volumes import PodVolumes, VolumeNotReady, mount_wrapper
 
@@ -87,6 +96,12 @@ class RunningPod:
     terminal_phase: str | None = None
     stopping: bool = False
     hosts: dict = field(default_factory=dict)
+    container: str = ""  # the first container's name, the one that runs
+    init_done: int = 0  # init containers completed
+    init_process: asyncio.subprocess.Process | None = None
+    init_restarts: int = 0
+    init_started_at: str = ""
+    probe: asyncio.Task | None = None  # a running exec readiness probe
 
 
 def _expand(value: str, env: dict[str, str]) -> str:
@@ -100,6 +115,9 @@ def _expand(value: str, env: dict[str, str]) -> str:
 
 def _field_ref(pod: dict, path: str, address: str) -> str:
     meta = pod["metadata"]
+    keyed = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
+    if keyed:
+        return str((meta.get(keyed.group(1)) or {}).get(keyed.group(2), ""))
     return {
         "metadata.name": meta["name"],
         "metadata.namespace": meta["namespace"],
@@ -111,8 +129,8 @@ def _field_ref(pod: dict, path: str, address: str) -> str:
     }.get(path, "")
 
 
-def container_env(pod: dict, address: str) -> dict[str, str]:
-    container = pod["spec"]["containers"][0]
+def container_env(pod: dict, address: str, container: dict | None = None) -> dict[str, str]:
+    container = container or pod["spec"]["containers"][0]
     env: dict[str, str] = {}
     for item in container.get("env", []):
         if "value" in item:
@@ -122,8 +140,8 @@ def container_env(pod: dict, address: str) -> dict[str, str]:
     return env
 
 
-def container_argv(pod: dict, env: dict[str, str]) -> list[str]:
-    container = pod["spec"]["containers"][0]
+def container_argv(pod: dict, env: dict[str, str], container: dict | None = None) -> list[str]:
+    container = container or pod["spec"]["containers"][0]
     argv = list(container.get("command", [])) + list(container.get("args", []))
     if not argv:
         raise ValueError("the pod runner needs a command or args: it cannot run an image's entrypoint")
@@ -151,6 +169,7 @@ class PodRunner:
         self._slots = 0
         self._last_address = -1  # index in the runner range of the last address handed out
         self._http = httpx.AsyncClient(timeout=1.0)
+        self._ray = ray_pods.RayReadiness()
         self._stopping = False
         self.api = None
 
@@ -297,6 +316,7 @@ class PodRunner:
             address=self._allocate_address(),
             workdir=workdir,
             volumes=PodVolumes(self.api, pod, workdir / "volumes"),
+            container=pod["spec"]["containers"][0]["name"],
         )
         rp.workdir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(
@@ -308,15 +328,59 @@ class PodRunner:
         return rp
 
     async def _start(self, pod: dict, rp: RunningPod) -> None:
-        env = container_env(pod, rp.address)
-        argv = container_argv(pod, env)
+        env = {**ray_pods.pod_env(pod, rp.workdir), **container_env(pod, rp.address)}
+        argv = ray_pods.argv(pod, container_argv(pod, env), env)
         await rp.volumes.write(asyncio.get_running_loop().time())
+        note = ray_pods.image_note(pod)
+        if note:
+            log.info("%s/%s: %s", rp.namespace, rp.name, note)
         rp.process = await self._exec(rp, argv, env)
         rp.started_at = _now()
         rp.ready = False
         log.info("started %s/%s (pid %d): %s", rp.namespace, rp.name, rp.process.pid, " ".join(argv))
 
-    async def _exec(self, rp: RunningPod, argv: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
+    async def _start_init(self, pod: dict, rp: RunningPod, container: dict) -> None:
+        env = {**ray_pods.pod_env(pod, rp.workdir), **container_env(pod, rp.address, container)}
+        argv = container_argv(pod, env, container)
+        await rp.volumes.write(asyncio.get_running_loop().time())
+        rp.init_process = await self._exec(rp, argv, env, f"init-{container['name']}.log")
+        rp.init_started_at = _now()
+        log.info("started init container %s of %s/%s (pid %d)", container["name"], rp.namespace, rp.name,
+                 rp.init_process.pid)
+
+    async def _tend_init(self, pod: dict, rp: RunningPod) -> bool:
+        """Run the init containers in turn; True once all have completed."""
+        inits = pod["spec"].get("initContainers") or []
+        loop = asyncio.get_running_loop()
+        while rp.init_done < len(inits):
+            container = inits[rp.init_done]
+            proc = rp.init_process
+            if proc is None:
+                if loop.time() < rp.next_start:
+                    return False
+                await self._start_init(pod, rp, container)
+                return False
+            if proc.returncode is None:
+                return False
+            rp.init_process = None
+            if proc.returncode == 0:
+                rp.init_done += 1
+                log.info("%s/%s: init container %s completed", rp.namespace, rp.name, container["name"])
+                continue
+            rp.last_termination = {"exitCode": proc.returncode, "reason": "Error",
+                                   "startedAt": rp.init_started_at, "finishedAt": _now()}
+            if pod["spec"].get("restartPolicy", "Always") == "Never":
+                rp.terminal_phase = "Failed"
+                return False
+            rp.init_restarts += 1
+            rp.next_start = loop.time() + min(MAX_BACKOFF_SECONDS, 2 ** (rp.init_restarts - 1))
+            log.info("%s/%s: init container %s exited %d; retrying (#%d)", rp.namespace, rp.name,
+                     container["name"], proc.returncode, rp.init_restarts)
+            return False
+        return True
+
+    async def _exec(self, rp: RunningPod, argv: list[str], env: dict[str, str],
+                    log_name: str = "container.log") -> asyncio.subprocess.Process:
         """Run `argv` in the pod: its network and mount namespaces, env and log."""
         full_env = {
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
@@ -327,7 +391,7 @@ class PodRunner:
             "KUBERNETES_SERVICE_PORT": str(self.apiserver_port),
             **env,
         }
-        with (rp.workdir / "container.log").open("ab") as logfile:
+        with (rp.workdir / log_name).open("ab") as logfile:
             return await asyncio.create_subprocess_exec(
                 "ip", "netns", "exec", rp.netns, *mount_wrapper(rp.volumes.mounts(), argv),
                 cwd=rp.workdir, env=full_env, stdout=logfile, stderr=logfile,
@@ -374,7 +438,8 @@ class PodRunner:
             await rp.volumes.write(loop.time())  # a token near its end
         if rp.process is None and not rp.terminal_phase and loop.time() >= rp.next_start:
             try:
-                await self._start(pod, rp)
+                if await self._tend_init(pod, rp) and loop.time() >= rp.next_start:
+                    await self._start(pod, rp)
             except VolumeNotReady as e:
                 log.info("%s/%s waits for its volumes: %s", rp.namespace, rp.name, e)
             except (OSError, ValueError) as e:
@@ -406,19 +471,48 @@ class PodRunner:
                 _, writer = await asyncio.wait_for(asyncio.open_connection(rp.address, port), 1)
                 writer.close()
                 rp.ready = True
+            elif self._ray.replaces(pod):  # see ray_pods.py
+                rp.ready = await self._ray.ready(container_env(pod, rp.address), rp.address, rp.hosts)
+            elif "exec" in probe:
+                rp.ready = self._exec_probe(pod, rp, probe)
             else:
-                rp.ready = True  # exec probes are not run
+                rp.ready = True  # grpc probes are not run
         except (httpx.HTTPError, OSError, asyncio.TimeoutError):
             rp.ready = False
+
+    def _exec_probe(self, pod: dict, rp: RunningPod, probe: dict) -> bool:
+        """The outcome of the last exec probe, starting the next one in the background."""
+        task, rp.probe = rp.probe, None
+        if task is not None and not task.done():
+            rp.probe = task
+            return False
+        passed = task is not None and not task.cancelled() and task.exception() is None and task.result()
+        if not passed:
+            rp.probe = asyncio.create_task(self._run_exec_probe(pod, rp, probe))
+        return passed
+
+    async def _run_exec_probe(self, pod: dict, rp: RunningPod, probe: dict) -> bool:
+        env = {**ray_pods.pod_env(pod, rp.workdir), **container_env(pod, rp.address)}
+        proc = await self._exec(rp, list(probe["exec"]["command"]), env, "probe.log")
+        try:
+            return await asyncio.wait_for(proc.wait(), float(probe.get("timeoutSeconds", 1))) == 0
+        except asyncio.TimeoutError:
+            _signal_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            return False
 
     def _status(self, pod: dict, rp: RunningPod) -> dict:
         container = pod["spec"]["containers"][0]
         running = rp.process is not None
         ready = running and rp.ready
+        inits = pod["spec"].get("initContainers") or []
+        initialized = rp.init_done >= len(inits)
         if running:
             state = {"running": {"startedAt": rp.started_at}}
         elif rp.last_termination and rp.terminal_phase:
             state = {"terminated": rp.last_termination}
+        elif not initialized:
+            state = {"waiting": {"reason": "PodInitializing"}}
         else:
             state = {"waiting": {"reason": "CrashLoopBackOff" if rp.restarts else "ContainerCreating"}}
         cstatus = {
@@ -428,8 +522,8 @@ class PodRunner:
         if rp.last_termination and not rp.terminal_phase:
             cstatus["lastState"] = {"terminated": rp.last_termination}
         flag = "True" if ready else "False"
-        return {
-            "phase": rp.terminal_phase or "Running",
+        status = {
+            "phase": rp.terminal_phase or ("Running" if initialized else "Pending"),
             "hostIP": str(self.network.gateway),
             "hostIPs": [{"ip": str(self.network.gateway)}],
             "podIP": rp.address,
@@ -437,12 +531,28 @@ class PodRunner:
             "startTime": pod.get("status", {}).get("startTime") or rp.started_at or _now(),
             "conditions": [
                 {"type": "PodScheduled", "status": "True"},
-                {"type": "Initialized", "status": "True"},
+                {"type": "Initialized", "status": "True" if initialized else "False"},
                 {"type": "ContainersReady", "status": flag},
                 {"type": "Ready", "status": flag},
             ],
             "containerStatuses": [cstatus],
         }
+        if inits:
+            status["initContainerStatuses"] = [self._init_status(rp, i, c) for i, c in enumerate(inits)]
+        return status
+
+    @staticmethod
+    def _init_status(rp: RunningPod, index: int, container: dict) -> dict:
+        if index < rp.init_done:
+            state = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+        elif index == rp.init_done and rp.init_process is not None:
+            state = {"running": {"startedAt": rp.init_started_at}}
+        else:
+            state = {"waiting": {"reason": "PodInitializing" if index > rp.init_done else
+                                 "CrashLoopBackOff" if rp.init_restarts else "ContainerCreating"}}
+        return {"name": container["name"], "image": container.get("image", ""), "imageID": "",
+                "ready": index < rp.init_done, "started": index == rp.init_done and rp.init_process is not None,
+                "restartCount": rp.init_restarts if index == rp.init_done else 0, "state": state}
 
     async def _patch_status(self, pod: dict, rp: RunningPod) -> None:
         new = self._status(pod, rp)
@@ -518,13 +628,38 @@ class PodRunner:
             _signal_group(proc.pid, signal.SIGKILL)
             await proc.wait()
         rp.process = None
+        for other in (rp.init_process, rp.probe):
+            if isinstance(other, asyncio.Task):
+                other.cancel()
+            elif other is not None and other.returncode is None:
+                _signal_group(other.pid, signal.SIGKILL)
+                await other.wait()
+        rp.init_process = rp.probe = None
+        await asyncio.to_thread(_kill_namespace, rp.netns)
         await asyncio.to_thread(netns.delete_pod_namespace, rp.netns)
+        ray_pods.cleanup(rp.uid)
         log.info("stopped %s/%s", rp.namespace, rp.name)
 
     async def shutdown(self) -> None:
         await asyncio.gather(*(self._stop(rp, 2) for rp in list(self.pods.values())), return_exceptions=True)
         self.pods.clear()
         await self._http.aclose()
+        await self._ray.aclose()
+
+
+def _kill_namespace(name: str) -> None:
+    """SIGKILL what still runs in a pod's network namespace, until nothing does (at most ~5 s)."""
+    for _ in range(50):
+        pids = [int(p) for p in netns.ip("netns", "pids", name, check=False).stdout.split()]
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    log.warning("processes still running in %s", name)
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -1,14 +1,20 @@
 """Build and run third-party operators against the sandbox.
 
-Two operators are described here, each built once from its Go module and
-cached like the sandbox's own binaries (see build.py):
+Three are described here, each built once and cached like the sandbox's own
+binaries (see build.py):
 
 * ``kuberay``: KubeRay's ray-operator, ``github.com/ray-project/kuberay/ray-operator``
   v1.6.2 (RayCluster, RayJob and RayService, ``ray.io/v1``);
 * ``dco``: Domino's distributed-compute-operator,
   ``github.com/dominodatalab/distributed-compute-operator`` v0.8.2 (DaskCluster,
   RayCluster, SparkCluster and MPICluster,
-  ``distributed-compute.dominodatalab.com/v1alpha1``).
+  ``distributed-compute.dominodatalab.com/v1alpha1``);
+* ``cluster-autoscaler``: Kubernetes' cluster-autoscaler 1.35.2 with only its
+  ``externalgrpc`` cloud provider, from the source tarball in
+  ``shared/third_party`` (the module proxy serves no version of it; see
+  autoscaler.py), dialling a node-group provider on a loopback port the
+  sandbox picks (``sandbox.json``: ``operators["cluster-autoscaler"]["provider"]``),
+  e.g. ``dask-operator nodes serve --address 127.0.0.1:<that port>``.
 
 Their main packages cannot be ``go install``ed (the module proxy refuses the
 version lists that needs), so the module is fetched with ``go mod download``,
@@ -35,6 +41,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import autoscaler
 from .build import _go_env, _require_go, _run, cache_root
 
 RECIPE = "tp1"  # bump when the way these binaries are built changes
@@ -50,9 +57,15 @@ class Operator:
     binary: str
     crds: tuple[str, ...]  # paths inside the module, each needed for the operator to start
     args: tuple[str, ...]  # "{kubeconfig}" and "{<port name>}" are filled in
-    ports: tuple[str, ...]  # names of the loopback ports it binds
+    ports: tuple[str, ...]  # names of the loopback ports it binds (or, like "provider", dials)
     env: dict[str, str] = field(default_factory=dict)  # values formatted like args
     package: str = "."  # the main package, relative to the module root
+    # Files written beside the kubeconfig, "{<name>}" in args: name -> contents (formatted like args).
+    files: dict[str, str] = field(default_factory=dict)
+    health_path: str = "/readyz"  # on the "health" port: answers 200 once the operator runs
+    tarball: str = ""  # a source tarball (autoscaler.source_tarball) instead of the Go module
+    build_flags: tuple[str, ...] = ()
+    nice: int = 0  # the build's niceness: a long build shares 2 cores with tests
 
     @property
     def key(self) -> str:
@@ -83,6 +96,12 @@ OPERATORS: dict[str, Operator] = {
             ("metrics", "health", "webhook"),
             # No --kubeconfig flag; webhooks are on unless this says "false".
             {"ENABLE_WEBHOOKS": "false", "KUBECONFIG": "{kubeconfig}"},
+        ),
+        Operator(
+            "cluster-autoscaler", autoscaler.MODULE, autoscaler.VERSION, "cluster-autoscaler", (),
+            autoscaler.ARGS, ("health", "provider"), files={"cloud_config": autoscaler.CLOUD_CONFIG},
+            health_path="/health-check", tarball=autoscaler.TARBALL, build_flags=("-tags", "externalgrpc"),
+            nice=10,
         ),
     )
 }
@@ -135,10 +154,14 @@ def ensure_operator(name: str) -> Path:
     if work.exists():
         _make_writable(work)
         shutil.rmtree(work)
-    shutil.copytree(_module_dir(op), work, copy_function=shutil.copyfile)
+    if op.tarball:
+        autoscaler.unpack(op.tarball, work)
+    else:
+        shutil.copytree(_module_dir(op), work, copy_function=shutil.copyfile)
     _make_writable(work)
     partial = binary.parent / f".{op.binary}.partial"
-    _run([go, "build", "-o", str(partial), op.package], work,
+    nice = ["nice", "-n", str(op.nice)] if op.nice else []
+    _run([*nice, go, "build", *op.build_flags, "-o", str(partial), op.package], work,
          f"{op.name} ({op.module} {op.version})", _dir(op) / "build.log")
     crd_files(name)
     partial.rename(binary)
@@ -159,5 +182,9 @@ def operator_argv(name: str, binary: Path, kubeconfig: Path, ports: list[int]) -
     if len(ports) != len(op.ports):
         raise ValueError(f"{name} needs {len(op.ports)} ports ({', '.join(op.ports)}), got {len(ports)}")
     values = {"kubeconfig": str(kubeconfig), **dict(zip(op.ports, map(str, ports)))}
+    for key, contents in op.files.items():
+        path = kubeconfig.parent / f"{op.name}.{key.replace('_', '-')}"
+        path.write_text(contents.format(**values))
+        values[key] = str(path)
     argv = [str(binary), *(a.format(**values) for a in op.args)]
     return argv, {k: v.format(**values) for k, v in op.env.items()}

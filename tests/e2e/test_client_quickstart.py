@@ -29,16 +29,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
-from helpers import ROOT, Kube, install_deploy, service_account_kubeconfig, wait_for, wait_operator_ready
+from helpers import API_NAMESPACE as FIELD
+from helpers import ROOT, Kube, host_api, install_deploy, wait_for, wait_operator_ready
 from test_backend_dco import DCO_RESOURCES, WANTED, dco_cluster, dco_selector, live, thirdparty_sandbox
 from test_backends_contract import kuberay_cluster, our_cluster
 
 from dask_operator.core.pods import pod_ready
-from dask_operator.sandbox.cluster import free_ports
 
 # The client's waits give up after 600 s each: let a stuck step fail with its own message.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
@@ -47,7 +46,6 @@ OPERATORS = ("dco", "kuberay")
 WANTED.update(OPERATORS)  # one sandbox for this module, test_backend_dco.py and the contract suite
 SEED = next((ROOT.parent / "shared" / "seeds").glob("001_*.txt"))
 SEED_IMPORT = "from client.client.ddl_cluster_scaling_client import ("
-FIELD = "domino-field"
 MEDIUM = {"cpu": "500m", "memory": "1Gi"}  # deploy/api/tiers.yaml's "Medium" requests
 QUICK_START_TIMEOUT = 1320
 
@@ -156,22 +154,13 @@ def _operator_objects(kube: Kube) -> list[dict]:
     return [d for d in docs if d and d["kind"] != "CustomResourceDefinition"]
 
 
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
-
-
 @pytest.fixture(scope="module")
 def stage(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Stage]:
     tp = thirdparty_sandbox(request.config, tmp_path_factory, OPERATORS)
     kube, state = tp.kube, tmp_path_factory.mktemp("quickstart")
     suffix = str(int(time.time() * 1000) % 100000)
     ns, run_id = f"quickstart-{suffix}", f"qs{suffix}"
-    api = proxy = None
+    proxy = None
     try:
         install_deploy(kube)
         kube.apply(_api_objects(kube))
@@ -182,30 +171,15 @@ def stage(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Stage]:
         for kind, k in KINDS.items():
             kube.apply(k.make(f"{kind.removesuffix('clusters')}-{run_id}", owner), ns)
         proxy = TokenProxy(kube.kubectl("create", "token", "user", "-n", ns, "--duration=2h").stdout.strip())
-        kubeconfig = service_account_kubeconfig(kube, state / "api.kubeconfig", FIELD, "ddl-cluster-scaler")
-        port, log = free_ports(1)[0], state / "api.log"
-        with log.open("ab") as out:
-            api = subprocess.Popen(
-                [sys.executable, "-c",
-                 "import sys; from dask_operator.api.main import main; sys.exit(main(sys.argv[1:]))",
-                 "--address", "127.0.0.1", "--port", str(port), "--namespace", ns,
-                 "--tiers-configmap", f"{FIELD}/ddl-cluster-scaler-tiers",
-                 "--backend", "daskclusters=dask-operator", "--backend", "rayclusters=kuberay",
-                 "--backend", "sparkclusters=dco-spark"],
-                env={**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAMESPACE": FIELD},
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 60, "the API's /healthz")
-        env = {k: v for k, v in os.environ.items() if k not in ("DOMINO_TOKEN", "DOMINO_API_KEY", "KUBECONFIG")}
-        env.update(CLUSTER_SCALER_BASE_URL=url, DOMINO_API_PROXY=proxy.url, DOMINO_RUN_ID=run_id,
-                   COMPUTE_NAMESPACE=ns, PYTHONPATH=str(ROOT))
-        yield Stage(kube, ns, run_id, env, log, proxy.token)
-        tp.check_alive()
+        with host_api(kube, state, "--namespace", ns, "--tiers-configmap", f"{FIELD}/ddl-cluster-scaler-tiers",
+                      "--backend", "daskclusters=dask-operator", "--backend", "rayclusters=kuberay",
+                      "--backend", "sparkclusters=dco-spark") as (url, log):
+            env = {k: v for k, v in os.environ.items() if k not in ("DOMINO_TOKEN", "DOMINO_API_KEY", "KUBECONFIG")}
+            env.update(CLUSTER_SCALER_BASE_URL=url, DOMINO_API_PROXY=proxy.url, DOMINO_RUN_ID=run_id,
+                       COMPUTE_NAMESPACE=ns, PYTHONPATH=str(ROOT))
+            yield Stage(kube, ns, run_id, env, log, proxy.token)
+            tp.check_alive()
     finally:
-        if api is not None:
-            _stop(api)
-            print("\n--- API log (last 30 lines) ---\n" + "\n".join(
-                (state / "api.log").read_text(errors="replace").splitlines()[-30:]))
         if proxy is not None:
             proxy.stop()
         resources = sorted({*DCO_RESOURCES, *(k.resource for k in KINDS.values())})

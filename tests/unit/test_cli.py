@@ -45,7 +45,9 @@ def test_api_command_is_wired(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize("argv, flag", [(["autoscale", "simulate", "--help"], "--trace"),
                                         (["nodes", "serve", "--help"], "--nodes"),
-                                        (["scaler", "scale", "--help"], "--tier")], ids=["autoscale", "nodes", "scaler"])
+                                        (["scaler", "scale", "--help"], "--tier"),
+                                        (["autoscaling-api", "--help"], "--port")],
+                         ids=["autoscale", "nodes", "scaler", "autoscaling-api"])
 def test_subcommands_are_wired(capsys, argv, flag):
     with pytest.raises(SystemExit) as e:
         main(argv)

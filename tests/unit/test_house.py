@@ -107,3 +107,10 @@ def test_running_the_operator_loads_no_sandbox_code() -> None:
 def test_modules_are_small_rooms(path: Path) -> None:
     limit = 150 if path.name == "reconcile.py" else 350
     assert len(path.read_text().splitlines()) <= limit
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    """pytest imports test modules by basename (rootdir-relative imports): two files of one name
+    in different folders stop the whole run at collection."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
