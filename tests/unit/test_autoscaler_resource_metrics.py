@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from types import SimpleNamespace
 
 import pytest
+from helpers import wait_for
 
 from dask_operator.sandbox.resource_metrics import PodUsage, Usage, adapter_config, exposition, window
 
@@ -40,19 +40,17 @@ def test_a_pods_cpu_and_memory_come_from_its_processes_and_the_counter_never_dro
     usage = PodUsage(runner)
     assert usage.sample() == []  # no process yet: no series, not a zero
     procs.append(subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", BURN]))
-    deadline = time.monotonic() + 30
-    while True:
-        (first,) = usage.sample() or [None]
-        if first and first.cpu_seconds >= 0.5 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert first is not None and (first.namespace, first.pod, first.container) == ("ns", "burner", "burn")
+    def burnt() -> Usage | None:
+        (sample,) = usage.sample() or [None]
+        return sample if sample and sample.cpu_seconds >= 0.5 else None
+
+    first = wait_for(burnt, 30, "the burner's 0.5 s of CPU to show", interval=0.1)
+    assert (first.namespace, first.pod, first.container) == ("ns", "burner", "burn")
     assert 0.5 <= first.cpu_seconds < 5 and first.rss_bytes > 1_000_000
     procs[0].kill()
     procs[0].wait()
     procs.append(subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", "import time; time.sleep(60)"]))
-    while not usage.sample() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(usage.sample, 30, "the new process to be seen", interval=0.05)
     (after,) = usage.sample()
     assert after.cpu_seconds >= first.cpu_seconds  # the exited process still counts
 

@@ -471,9 +471,7 @@ class Stuck(FakeBackend):
         self.release = threading.Event()  # set by the test's thread
 
     async def get(self, namespace: str, name: str) -> dict:
-        deadline = time.monotonic() + 10
-        while not self.release.is_set() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await asyncio.to_thread(self.release.wait, 10)
         return await super().get(namespace, name)
 
 
