@@ -116,9 +116,8 @@ def scaler_main(args: argparse.Namespace) -> int:
 
 
 def api_main(args: argparse.Namespace) -> int:
-    from .api.main import quiet, run
+    from .api.main import run
 
-    quiet(args.verbose)
     return run(args)
 
 

@@ -265,29 +265,28 @@ API_NAMESPACE = "domino-field"  # deploy/api's namespace
 
 
 @contextlib.contextmanager
-def host_api(kube: Kube, state_dir: Path, *args: str):
-    """`dask-operator api` as a host process authenticated as deploy/api's
-    ServiceAccount (so every review and change goes through deploy/api's RBAC;
-    the caller has applied deploy/api). Yields (url, log); stopped on exit,
-    with the tail of its log printed."""
+def host_server(kube: Kube, state_dir: Path, command: list[str], namespace: str, account: str):
+    """`dask-operator <command> --address 127.0.0.1 --port <free>` as a host process
+    authenticated as that ServiceAccount (so every review and change goes through its
+    RBAC; the caller has applied it). Yields (url, log) once /healthz answers; stopped
+    on exit, with the tail of its log printed."""
+    import httpx
+
     from dask_operator.sandbox.cluster import free_ports
 
     state_dir.mkdir(parents=True, exist_ok=True)
-    kubeconfig = service_account_kubeconfig(kube, state_dir / "api.kubeconfig", API_NAMESPACE, "ddl-cluster-scaler")
-    port, log = free_ports(1)[0], state_dir / "api.log"
+    kubeconfig = service_account_kubeconfig(kube, state_dir / f"{command[0]}.kubeconfig", namespace, account)
+    port, log = free_ports(1)[0], state_dir / f"{command[0]}.log"
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-c",
-             "import sys; from dask_operator.api.main import main; sys.exit(main(sys.argv[1:]))",
-             "--address", "127.0.0.1", "--port", str(port), *args],
-            env={**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAMESPACE": API_NAMESPACE},
+            [sys.executable, "-m", "dask_operator", command[0], "--address", "127.0.0.1", "--port", str(port),
+             *command[1:]],
+            env={**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAMESPACE": namespace},
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        import httpx
-
         wait_for(lambda: process.poll() is None and httpx.get(f"{url}/healthz", timeout=2).status_code == 200,
-                 60, "the API's /healthz")
+                 60, f"{command[0]}'s /healthz")
         yield url, log
     finally:
         process.terminate()
@@ -296,4 +295,10 @@ def host_api(kube: Kube, state_dir: Path, *args: str):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
-        print("\n--- API log (last 30 lines) ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:]))
+        print(f"\n--- {command[0]} log (last 30 lines) ---\n"
+              + "\n".join(log.read_text(errors="replace").splitlines()[-30:]))
+
+
+def host_api(kube: Kube, state_dir: Path, *args: str):
+    """`dask-operator api` on the host as deploy/api's ServiceAccount (`host_server`)."""
+    return host_server(kube, state_dir, ["api", *args], API_NAMESPACE, "ddl-cluster-scaler")

@@ -1,8 +1,7 @@
 """`dask-operator api`: serve the cluster-scaler HTTP API.
 
-`main(argv)` stands alone (`python -c "from dask_operator.api.main import
-main; main([...])"`); the CLI adds the same flags with `add_arguments` and
-calls `run(args)`. Credentials come from kr8s as for the operator (in a pod:
+The CLI adds the flags with `add_arguments` and calls `run(args)`; `serve`
+and `quiet` are shared with the autoscaling API. Credentials come from kr8s as for the operator (in a pod:
 its ServiceAccount; on a host: KUBECONFIG). A ConfigMap or Secret given as a
 bare NAME is read from the server's own namespace (`POD_NAMESPACE`, else
 kr8s's namespace).
@@ -13,13 +12,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import warnings
 
 from ..backends.registry import DEFAULTS, KINDS
 from .service import DEFAULT_NAMESPACE, DEFAULT_OWNER_LABEL
 
 log = logging.getLogger(__name__)
+ACCESS_LOG = "dask_operator.api.access"
 
 
 def _backend_choice(text: str) -> tuple[str, str]:
@@ -106,33 +105,25 @@ async def build(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM; `args` from a parser `add_arguments` filled."""
+    return serve(build(args), args, ACCESS_LOG)
+
+
+def serve(app, args: argparse.Namespace, access_log: str) -> int:
+    """Run an aiohttp app (or the coroutine that builds it) on `args.address`:`args.port`,
+    with the logging both HTTP APIs want (`quiet`)."""
     from aiohttp import web
 
-    web.run_app(build(args), host=args.address, port=args.port, print=None,
-                access_log=logging.getLogger("dask_operator.api.access"))
+    warnings.filterwarnings("ignore", message="Kubernetes version .* is not supported")
+    quiet(getattr(args, "verbose", False), access_log)
+    web.run_app(app, host=args.address, port=args.port, print=None, access_log=logging.getLogger(access_log))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dask-operator api", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    warnings.filterwarnings("ignore", message="Kubernetes version .* is not supported")
-    quiet(args.verbose)
-    return run(args)
-
-
-def quiet(verbose: bool) -> None:
+def quiet(verbose: bool, access_log: str = ACCESS_LOG) -> None:
     """Keep HTTP libraries' request lines out of the log; their debug output (hpack
     logs header blocks) would carry the server's own credentials."""
     for name in ("httpx", "httpcore", "hpack", "h2"):
         logging.getLogger(name).setLevel(logging.WARNING)
     if not verbose:
-        logging.getLogger("dask_operator.api.access").setLevel(logging.WARNING)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+        logging.getLogger(access_log).setLevel(logging.WARNING)

@@ -4,7 +4,6 @@
 Credentials come from kr8s as for the operator (in a pod: its
 ServiceAccount; on a host: KUBECONFIG). The keys Secret given as a bare NAME is
 read from the server's own namespace (`POD_NAMESPACE`, else kr8s's).
-Standalone: `python -m dask_operator.autoscaling_api.main --port 8080`.
 """
 
 from __future__ import annotations
@@ -12,8 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
-import warnings
+
+from ..api.main import serve
 
 log = logging.getLogger(__name__)
 ACCESS_LOG = "dask_operator.autoscaling_api.access"
@@ -61,34 +60,6 @@ async def build(args: argparse.Namespace):
     return app
 
 
-def quiet(verbose: bool) -> None:
-    """Keep HTTP libraries' request lines (and their debug header dumps, which
-    would hold the server's own credentials) out of the log."""
-    for name in ("httpx", "httpcore", "hpack", "h2"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    if not verbose:
-        logging.getLogger(ACCESS_LOG).setLevel(logging.WARNING)
-
-
 def main(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; `args` from a parser `add_arguments` filled."""
-    from aiohttp import web
-
-    warnings.filterwarnings("ignore", message="Kubernetes version .* is not supported")
-    quiet(getattr(args, "verbose", False))
-    web.run_app(build(args), host=args.address, port=args.port, print=None, access_log=logging.getLogger(ACCESS_LOG))
-    return 0
-
-
-def cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dask-operator autoscaling-api", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    return main(args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(cli())
+    return serve(build(args), args, ACCESS_LOG)

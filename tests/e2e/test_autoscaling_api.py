@@ -21,8 +21,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,10 +32,10 @@ import pytest
 import yaml
 
 from hpa_chain import CLUSTERS, cluster, replicas, scheduler_url, served_metric, use_metric_source
-from helpers import ROOT, Kube, service_account_kubeconfig, wait_for
+from helpers import ROOT, Kube, host_server, wait_for
 
 from dask_operator.autoscaling_api import openapi
-from dask_operator.sandbox.cluster import free_ports, merge_rules
+from dask_operator.sandbox.cluster import merge_rules
 
 pytestmark = pytest.mark.e2e
 
@@ -91,23 +89,10 @@ def api(kube: Kube, sandbox, tmp_path_factory) -> Api:
     docs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] != "Deployment"]
     kube.apply(docs)
     state = tmp_path_factory.mktemp("autoscaling-api")
-    kubeconfig = service_account_kubeconfig(kube, state / "api.kubeconfig", API_NAMESPACE, "dask-autoscaling-api")
-    port, log = free_ports(1)[0], state / "api.log"
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dask_operator.autoscaling_api.main", "--address", "127.0.0.1", "--port",
-             str(port)], env={**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAMESPACE": API_NAMESPACE},
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: process.poll() is None and httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 60,
-                 "the autoscaling API's /healthz")
-        yield Api(url)
+        with host_server(kube, state, ["autoscaling-api"], API_NAMESPACE, "dask-autoscaling-api") as (url, _):
+            yield Api(url)
     finally:
-        process.terminate()
-        process.wait(15)
-        print("\n--- autoscaling API log (last 30 lines) ---\n" + "\n".join(
-            log.read_text(errors="replace").splitlines()[-30:]))
         for kind in ("clusterrolebinding", "clusterrole"):
             kube.kubectl("delete", kind, "dask-autoscaling-api", "--ignore-not-found")
         kube.kubectl("delete", "namespace", API_NAMESPACE, "--wait=false")
