@@ -15,7 +15,8 @@ import copy
 
 from ..backends.registry import KINDS
 from ..openapi_parts import METRICS, json_body, operation, ref
-from .views import DNS_LABEL, DNS_SUBDOMAIN, FLAG
+from ..core.k8s_names import DNS_LABEL, DNS_SUBDOMAIN
+from .views import FLAG
 
 VERSION = "0.1.0"
 

@@ -51,6 +51,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.k8s_names import DNS_LABEL_RE, DNS_SUBDOMAIN_RE
 from ..backends.base import ClusterStatus
 from ..core.pods import pod_ready
 from .errors import BadRequest
@@ -61,11 +62,7 @@ MAX_RAISED_BY_SCALE = frozenset({"dco-dask", "dco-ray", "dco-spark"})
 
 # JSON Schema (ECMA-262) patterns, also served in the OpenAPI document; matched
 # here with `fullmatch`, so that `$` cannot accept a trailing newline.
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 FLAG = r"^([Tt][Rr][Uu][Ee]|[Yy][Ee][Ss]|1|[Ff][Aa][Ll][Ss][Ee]|[Nn][Oo]|0)?$"
-_DNS_LABEL = re.compile(DNS_LABEL)
-_DNS_SUBDOMAIN = re.compile(DNS_SUBDOMAIN)
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
 
@@ -113,13 +110,13 @@ def parse_flag(value: str | None, name: str) -> bool:
 
 
 def check_namespace(namespace: str) -> str:
-    if not _DNS_LABEL.fullmatch(namespace or ""):
+    if not DNS_LABEL_RE.fullmatch(namespace or ""):
         raise BadRequest("namespace must be a Kubernetes namespace name (DNS-1123 label)")
     return namespace
 
 
 def check_name(name: str) -> str:
-    if not _DNS_SUBDOMAIN.fullmatch(name or ""):
+    if not DNS_SUBDOMAIN_RE.fullmatch(name or ""):
         raise BadRequest("cluster name must be a Kubernetes object name (DNS-1123 subdomain)")
     return name
 

@@ -21,8 +21,9 @@ import logging
 
 from ..api.auth import Identity
 from ..constants import KIND
-from ..core.autoscaler_spec import (AUTOSCALER_SELECTOR, DNS_LABEL, HPA_API_VERSION, autoscaler_id, hpa_manifest,
+from ..core.autoscaler_spec import (AUTOSCALER_SELECTOR, HPA_API_VERSION, autoscaler_id, hpa_manifest,
                                     is_ours, parse_id, parse_request)
+from ..core.k8s_names import DNS_LABEL_RE
 from ..core.autoscaler_status import autoscaler_view, summary
 from ..errors import InvalidAutoscalerRequest, KubeApiError
 from .access import HpaAccess
@@ -111,7 +112,7 @@ class AutoscalingService:
         return {"message": "Autoscaler deleted successfully", "autoscaler_id": text}
 
     async def _views(self, who: Identity, namespace: str | None) -> list[dict]:
-        if namespace is not None and not DNS_LABEL.fullmatch(namespace):
+        if namespace is not None and not DNS_LABEL_RE.fullmatch(namespace):
             raise ValidationFailed("namespace must be a Kubernetes namespace name (DNS-1123 label)")
         if namespace is not None:
             await self.access.require(who, "list", namespace)

@@ -38,6 +38,7 @@ from typing import Any
 
 from .. import constants as c
 from ..errors import InvalidAutoscalerRequest
+from .k8s_names import DNS_LABEL_RE, DNS_SUBDOMAIN_RE
 
 # Proposed for constants.py; defined here until then.
 LABEL_MANAGED_BY, AUTOSCALING_API_MANAGER = c.LABEL_MANAGED_BY, c.AUTOSCALING_API_MANAGER
@@ -52,8 +53,6 @@ INT32_MAX = 2**31 - 1
 MAX_NAME = 253
 NAME_PREFIX = "autoscaler-"
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -189,8 +188,9 @@ def parse_request(body: Any) -> AutoscalerRequest:
     if not isinstance(body, Mapping):
         raise InvalidAutoscalerRequest("request body must be a JSON object")
     problems = _unknown(body, FIELDS)
-    name = _name(body, "workload_name", DNS_SUBDOMAIN, "a Kubernetes object name (DNS-1123 subdomain)", problems)
-    namespace = _name(body, "workload_namespace", DNS_LABEL, "a Kubernetes namespace name (DNS-1123 label)",
+    name = _name(body, "workload_name", DNS_SUBDOMAIN_RE, "a Kubernetes object name (DNS-1123 subdomain)",
+                 problems)
+    namespace = _name(body, "workload_namespace", DNS_LABEL_RE, "a Kubernetes namespace name (DNS-1123 label)",
                       problems)
     kind = body.get("workload_type")
     if kind is None or kind == "":
@@ -234,7 +234,7 @@ def autoscaler_id(namespace: str, name: str) -> str:
 def parse_id(text: str) -> tuple[str, str] | None:
     """(namespace, HPA name) of an id, None when it cannot be one."""
     namespace, dot, name = (text or "").partition(".")
-    if not dot or not DNS_LABEL.fullmatch(namespace) or not DNS_SUBDOMAIN.fullmatch(name):
+    if not dot or not DNS_LABEL_RE.fullmatch(namespace) or not DNS_SUBDOMAIN_RE.fullmatch(name):
         return None
     return namespace, name
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dask_operator import constants as c
+from dask_operator.core.k8s_names import DNS_SUBDOMAIN_RE
 from dask_operator.errors import NodeGroupConfigError
 
 PROVIDER_ID_PREFIX = "datacrunch://"  # seed 002's, so nodes joined by its startup scripts keep working
@@ -50,7 +51,6 @@ INSTANCE_STATES: dict[str, tuple[str, int | None]] = {
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,52}[a-z0-9])?$")  # a DNS label leaving room for "-<8 hex>"
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -196,7 +196,7 @@ def _script(where: str, encoded: str | None) -> str | None:
 
 def _label_key(where: str, key: object) -> str:
     prefix, _, name = key.rpartition("/") if isinstance(key, str) else ("", "", "")
-    if not _LABEL_NAME.match(name) or (prefix and not _DNS_SUBDOMAIN.match(prefix)):
+    if not _LABEL_NAME.match(name) or (prefix and not DNS_SUBDOMAIN_RE.fullmatch(prefix)):
         raise NodeGroupConfigError(where, f"{key!r} is not a valid label or taint key")
     return key
 
