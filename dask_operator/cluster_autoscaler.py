@@ -62,16 +62,19 @@ class ClusterAutoscaler:
             await asyncio.sleep(interval)
 
     async def sync_once(self) -> None:
+        hpas: dict[str, list[dict]] = {}  # per namespace, listed once per pass
         for key in sorted(self._tracked):
             try:
-                await self.sync(key)
+                await self.sync(key, hpas)
             except DaskOperatorError as e:
                 log.warning("%s/%s: autoscaling sync failed: %s", *key, e)
             except Exception:  # a bug in one Cluster's sync must not stop the others'
                 log.exception("%s/%s: autoscaling sync crashed", *key)
 
-    async def sync(self, key: Key) -> None:
+    async def sync(self, key: Key, hpas: dict[str, list[dict]] | None = None) -> None:
+        """One sync of one Cluster; `hpas` caches each namespace's HPAs within a pass."""
         namespace, name = key
+        hpas = {} if hpas is None else hpas
         body = await self.kube.get(c.API_VERSION, c.PLURAL, namespace, name)
         if body is None:
             return self.forget(key)
@@ -82,8 +85,9 @@ class ClusterAutoscaler:
         previous = body.get("status") or {}
         generation = int(body["metadata"].get("generation") or 0)
         now, target = self.wallclock(), self.targets(key)
-        hpas = await self.kube.list("autoscaling/v2", "horizontalpodautoscalers", namespace, None)
-        conflict = hpas_targeting(hpas, name)
+        if namespace not in hpas:
+            hpas[namespace] = await self.kube.list("autoscaling/v2", "horizontalpodautoscalers", namespace, None)
+        conflict = hpas_targeting(hpas[namespace], name)
         try:
             hpa = hpa_spec_of(name, spec["autoscaling"])
         except InvalidAutoscaling as e:

@@ -224,3 +224,13 @@ async def test_removing_spec_autoscaling_stops_it():
     assert replicas(kube) == 2
     await scaler.sync_once()
     assert [call.verb for call in kube.calls] == ["get"], "read once, then forgotten"
+
+
+async def test_one_hpa_list_per_namespace_per_pass():
+    kube, scaler, _, _ = make({"maxReplicas": 10})
+    other = cluster(2, {"maxReplicas": 10}, count=2)
+    other["metadata"]["name"] = "other"
+    kube.add(c.API_VERSION, c.PLURAL, other)
+    scaler.track(other)
+    await scaler.sync_once()
+    assert len(kube.calls_of("list", "horizontalpodautoscalers")) == 1
