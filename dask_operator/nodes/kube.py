@@ -7,16 +7,12 @@ pod to price as ``v1.Pod#Marshal``: plain protobuf of k8s.io/api's
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from google.protobuf.message import DecodeError
 
+from ..core.hpa_quantity import parse_quantity as exact_quantity
 from .protos.k8s.api.core.v1 import generated_pb2 as core
-
-_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E))?$")
-_SUFFIX = {"": 1, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-           **{s: 1024 ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))}}
 
 
 def node_bytes(node: Mapping) -> bytes:
@@ -53,12 +49,8 @@ def node_dict(data: bytes) -> dict:
 
 
 def parse_quantity(text: str) -> float:
-    """A Kubernetes quantity ("500m", "4Gi", "1e3") as a number."""
-    match = _QUANTITY.match(text.strip())
-    if not match:
-        raise ValueError(f"not a quantity: {text!r}")
-    number, exponent, suffix = match.groups()
-    return float(number + (exponent or "")) * _SUFFIX[suffix or ""]
+    """A Kubernetes quantity ("500m", "4Gi", "1e3") as a number (`core.hpa_quantity`'s rule)."""
+    return float(exact_quantity(text))
 
 
 def pod_requests(data: bytes) -> dict[str, float]:
