@@ -62,9 +62,6 @@ class Registry:
                 raise ValueError(f"backend {backend.name} serves {backend.plural}, not {kind}")
         return cls(backends, {k: v for k, v in chosen.items() if v not in factories})
 
-    def kinds(self) -> list[str]:
-        return [k for k in KINDS if k in self.backends]
-
     def backend(self, kind: str) -> Backend:
         if kind not in KINDS:
             raise InvalidKind(KIND_MESSAGE)
