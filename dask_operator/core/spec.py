@@ -13,6 +13,7 @@ Defaults when the resource leaves a field out:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -59,9 +60,10 @@ class ClusterSpec:
             worker_template=_template(workers, "template", "spec.workers.template"),
         )
 
-    @property
+    @functools.cached_property
     def worker_template_hash(self) -> str:
-        """12 hex digits naming the worker template (key order does not matter)."""
+        """12 hex digits naming the worker template (key order does not matter); computed once
+        per spec, though every worker pod, the plan and the status ask for it."""
         text = json.dumps(self.worker_template, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
