@@ -1,4 +1,5 @@
-"""The `dask-operator` command: run, render, api, scaler, autoscaling-api, sandbox, autoscale, nodes."""
+"""The `dask-operator` command: run, render, api, scaler, autoscaling-api, sandbox, autoscale, nodes,
+startup-scripts."""
 
 from __future__ import annotations
 
@@ -85,6 +86,19 @@ def _nodes_parser(sub) -> None:
 
 def nodes_main(args: argparse.Namespace) -> int:
     from .nodes.cli import main as serve
+
+    return serve(args)
+
+
+def _startup_scripts_parser(sub) -> None:
+    from .nodes.scripts_cli import add_arguments
+
+    p = sub.add_parser("startup-scripts", help="serve each Verda instance its own startup script, deleted after use")
+    add_arguments(p)
+
+
+def startup_scripts_main(args: argparse.Namespace) -> int:
+    from .nodes.scripts_cli import main as serve
 
     return serve(args)
 
@@ -233,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     _sandbox_parser(sub)
     _autoscale_parser(sub)
     _nodes_parser(sub)
+    _startup_scripts_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -250,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"run": run_main, "render": render_main, "api": api_main, "scaler": scaler_main,
                 "autoscaling-api": autoscaling_api_main,
                 "sandbox": sandbox_main,
-                "autoscale": autoscale_main, "nodes": nodes_main}
+                "autoscale": autoscale_main, "nodes": nodes_main, "startup-scripts": startup_scripts_main}
     if args.command in commands:
         return commands[args.command](args)
     parser.error(f"unknown command {args.command}")

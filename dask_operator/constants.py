@@ -74,3 +74,9 @@ GPU_LABEL = f"{GROUP}/gpu-model"  # value: the instance type's GPU model, e.g. A
 # The autoscaling API (seed 004): every HPA it makes carries this label and value.
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 AUTOSCALING_API_MANAGER = "dask-operator-autoscaling-api"
+
+# The startup-script server (dask-operator startup-scripts): a caller may have a
+# script made when RBAC lets it `create` this resource of this API group in the
+# server's namespace (a SubjectAccessReview; no such API is served).
+STARTUP_SCRIPTS_GROUP = "verda.dask.charmtx.com"
+STARTUP_SCRIPTS_RESOURCE = "startupscripts"

@@ -149,6 +149,18 @@ class NodeGroupConfigError(DaskOperatorError):
         super().__init__(f"{field}: {problem}")
 
 
+class StartupScriptError(DaskOperatorError):
+    """A startup-script template, variable or request is invalid; ``field`` names what is wrong (never a secret)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {problem}")
+
+
+class ScriptSecretUnavailable(DaskOperatorError):
+    """A Secret a startup-script variable comes from cannot be read; names the Secret and key, never a value."""
+
+
 class VerdaError(DaskOperatorError):
     """Verda's API refused a call (``code``: its error code) or could not be reached.
 

@@ -60,6 +60,8 @@ class VerdaStandIn:
     fail_next: dict = field(default_factory=dict)  # (method, route) -> (http status, code, message)
     instances: dict = field(default_factory=dict)
     scripts: dict = field(default_factory=dict)
+    uploaded: list = field(default_factory=list)  # every script ever uploaded, as uploaded
+    deleted_scripts: list = field(default_factory=list)  # ids, in the order of their deletion
     created: list = field(default_factory=list)
     deleted: list = field(default_factory=list)
     deleted_volumes: list = field(default_factory=list)
@@ -187,13 +189,16 @@ class VerdaStandIn:
             case ("POST", ["scripts"]):
                 sid = str(uuid.uuid4())
                 self.scripts[sid] = {"id": sid, "name": body["name"], "script": body["script"]}
+                self.uploaded.append(dict(self.scripts[sid]))
                 return 200, sid
             case ("DELETE", ["scripts"]):
                 for sid in body.get("scripts", []):
-                    self.scripts.pop(sid, None)
+                    if self.scripts.pop(sid, None):
+                        self.deleted_scripts.append(sid)
                 return 200, None
             case ("DELETE", ["scripts", sid]):
-                self.scripts.pop(sid, None)
+                if self.scripts.pop(sid, None):
+                    self.deleted_scripts.append(sid)
                 return 200, None
         return 404, {"code": "not_found", "message": f"no route {method} /{'/'.join(parts)}"}
 

@@ -43,7 +43,7 @@ def build(args: argparse.Namespace, env=os.environ):
     """(Provider, TlsFiles | None) from the flags and the environment; raises NodeGroupConfigError."""
     from ..core.nodegroups import build_node_groups
     from ..errors import NodeGroupConfigError
-    from . import cloud, config
+    from . import cloud, config, script_source
     from .provider import Provider
     from .server import TlsFiles
 
@@ -59,7 +59,7 @@ def build(args: argparse.Namespace, env=os.environ):
         tls = TlsFiles(args.cert, args.key, args.ca)
     options = {"availability_ttl": args.availability_ttl} if args.availability_ttl is not None else {}
     verda = cloud.VerdaCloud(client_id, client_secret, args.api_url or cloud.DEFAULT_API_URL, **options)
-    return Provider(groups, verda), tls
+    return Provider(groups, verda, scripts=script_source.from_env(env)), tls
 
 
 def main(args: argparse.Namespace) -> int:
@@ -82,8 +82,9 @@ def main(args: argparse.Namespace) -> int:
     for name, group in provider.groups.items():
         log.info("node group %s: %d..%d x %s in %s (%s)", name, group.min_size, group.max_size,
                  group.instance_type, group.location, group.config.instance_option)
-    log.info("externalgrpc provider for Verda (%s) serving on %s (port %d), %s", provider.cloud.api_url,
-             args.address, port, "mutual TLS" if tls else "no TLS")
+    log.info("externalgrpc provider for Verda (%s) serving on %s (port %d), %s; startup scripts: %s",
+             provider.cloud.api_url, args.address, port, "mutual TLS" if tls else "no TLS",
+             provider.scripts.url if provider.scripts else "each group's own, if any")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

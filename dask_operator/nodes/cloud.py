@@ -208,6 +208,10 @@ class VerdaCloud:
     def create_script(self, name: str, script: str) -> str:
         return self._call(f"upload startup script {name}", self._sdk().scripts.create, name, script).id
 
+    def scripts(self) -> list[tuple[str, str]]:
+        """Every startup script as (id, name)."""
+        return [(s.id, s.name) for s in self._call("list startup scripts", self._sdk().scripts.get)]
+
     def delete_scripts(self, ids: list[str]) -> None:
         self._call(f"delete startup scripts {', '.join(ids)}", self._sdk().scripts.delete, ids)
 

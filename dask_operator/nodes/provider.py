@@ -26,8 +26,10 @@ from dataclasses import replace
 from .. import constants as c
 from ..core import nodegroups as ng
 from ..errors import NodeGroupError, VerdaError
+from ..core.startup_scripts import ScriptRequest
 from .cloud import CAPACITY, UNAVAILABLE, Instance, VerdaCloud
 from . import pricing
+from .script_source import ScriptSource
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,11 @@ BAD_REQUEST, UNKNOWN_GROUP, PRECONDITION, NOT_OURS = "bad_request", "unknown_gro
 
 class Provider:
     def __init__(self, groups: Mapping[str, ng.NodeGroup], cloud: VerdaCloud,
-                 suffix: Callable[[], str] = lambda: secrets.token_hex(4)) -> None:
+                 suffix: Callable[[], str] = lambda: secrets.token_hex(4),
+                 scripts: ScriptSource | None = None) -> None:
         self.groups = dict(groups)
         self.cloud = cloud
+        self.scripts = scripts
         self._suffix = suffix
         self._lock = threading.Lock()  # guards _instances
         self._group_locks = {name: threading.Lock() for name in self.groups}  # one resize at a time
@@ -132,8 +136,7 @@ class Provider:
             raise VerdaError(CAPACITY, f"Verda reports no {' or '.join(OFFER[s] for s in available)} capacity "
                                        f"for {itype.name} in {group.location} (instance_option {option})")
         host, script = ng.new_instance_names(group.name, self._suffix())
-        script_id = self.cloud.create_script(script, config.startup_script) \
-            if config.startup_script is not None else None
+        script_id = self._script_for(group, itype, host, script)
         refusals = []
         try:
             for is_spot in offers:
@@ -165,6 +168,15 @@ class Provider:
             elif script_id is not None:
                 self._forget_scripts([script_id])
             raise
+
+    def _script_for(self, group: ng.NodeGroup, itype: ng.InstanceType, host: str, name: str) -> str | None:
+        """The id of the new instance's startup script: the group's own (``startup_script_base64``, which
+        overrides the server, as in seed 002), else one the startup-script server uploads for it, else none."""
+        if group.config.startup_script is not None:
+            return self.cloud.create_script(name, group.config.startup_script)
+        if self.scripts is not None:
+            return self.scripts.fetch(ScriptRequest(name, host, group.name, itype.name, group.location))
+        return None
 
     def delete(self, name: str, nodes: Iterable[tuple[str, str]]) -> list[Instance]:
         """Delete the instances of ``nodes`` ((provider ID, node name) pairs), with their OS volumes."""

@@ -17,7 +17,7 @@ from google.protobuf import any_pb2
 from .. import constants as c
 from ..errors import NodeGroupError, VerdaError
 from ..core import nodegroups as ng
-from . import cloud, kube
+from . import cloud, kube, script_source
 from . import provider as p
 from .protos import externalgrpc_pb2 as pb
 from .protos import externalgrpc_pb2_grpc as pb_grpc
@@ -36,6 +36,7 @@ STATUS = {
     p.UNKNOWN_GROUP: Code.NOT_FOUND,
     p.PRECONDITION: Code.FAILED_PRECONDITION,
     p.NOT_OURS: Code.NOT_FOUND,
+    script_source.SCRIPT_UNAVAILABLE: Code.UNAVAILABLE,  # the startup-script server could not give one
 }
 STATE = {ng.RUNNING: pb.InstanceStatus.instanceRunning, ng.CREATING: pb.InstanceStatus.instanceCreating,
          ng.DELETING: pb.InstanceStatus.instanceDeleting, ng.UNSPECIFIED: pb.InstanceStatus.unspecified}

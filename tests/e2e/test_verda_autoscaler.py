@@ -13,12 +13,18 @@ pods bound to it are simulated by kwok.
 Three node groups of one 8-GPU type, each tainted ``nvidia.com/gpu`` and
 selected by the node-group label, so each test's pods can only land on its
 own group's nodes (the sandbox's own kwok nodes have GPUs too).
+
+Each instance's startup script comes from `dask-operator startup-scripts` (a
+host process authenticated as deploy/verda's startup-script-server
+ServiceAccount, with deploy/verda's template and flags), which the provider
+asks with a token of its own ServiceAccount for audience startup-scripts.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -34,6 +40,7 @@ from verda_nodes import NodeBridge
 from verda_standin import VerdaStandIn
 
 from dask_operator import constants as c
+from dask_operator.core.startup_scripts import SCRIPT_NAME_PREFIX
 from dask_operator.sandbox import procs, thirdparty
 from dask_operator.sandbox.cluster import free_ports
 
@@ -50,6 +57,8 @@ CONFIG = {"node_configs": {
 RBAC_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 SCALE_UP_SECONDS = 90
 SCALE_DOWN_SECONDS = 90
+JOIN_TOKEN = f"join-{secrets.token_hex(12)}"  # the Secret's value: in each script, in no log
+SCRIPT_AUDIENCE = "startup-scripts"  # deploy/verda's
 
 
 @dataclass
@@ -58,6 +67,7 @@ class Verda:
     api: VerdaStandIn
     bridge: NodeBridge
     logs: Path
+    scripts_url: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
     def log(self, name: str) -> str:
@@ -75,39 +85,68 @@ class Verda:
             return [b for b in self.api.created if b.get("description") == group]
 
 
-def deploy_verda_rbac() -> list[dict]:
+def deploy_verda() -> list[dict]:
     out = subprocess.run(["kubectl", "kustomize", str(ROOT / "deploy" / "verda")], check=True,
                          capture_output=True, text=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d and d["kind"] in RBAC_KINDS]
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def script_server_argv(docs: list[dict], logs: Path, port: int, api_url: str) -> list[str]:
+    """deploy/verda's startup-script server command, on a loopback port, its template from its ConfigMap."""
+    (pod,) = [d["spec"]["template"]["spec"] for d in docs
+              if d["kind"] == "Deployment" and d["metadata"]["name"] == "startup-script-server"]
+    (template,) = [d["data"]["template.sh"] for d in docs
+                   if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "startup-script-template"]
+    (logs / "template.sh").write_text(template)
+    kept = [a for a in pod["containers"][0]["args"] if not a.startswith(("--port", "--template-file"))]
+    return [sys.executable, "-m", "dask_operator", *kept, "--address=127.0.0.1", f"--port={port}",
+            f"--template-file={logs / 'template.sh'}", f"--api-url={api_url}", "--reap-interval=1"]
+
+
+def token(kube: Kube, account: str, audience: str = SCRIPT_AUDIENCE) -> str:
+    return kube.kubectl("create", "token", account, "-n", NAMESPACE, f"--audience={audience}",
+                        "--duration=1h").stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def verda(kube: Kube, sandbox, tmp_path_factory) -> Verda:
     logs = tmp_path_factory.mktemp("verda")
-    rbac = deploy_verda_rbac()
+    docs = deploy_verda()
+    rbac = [d for d in docs if d["kind"] in RBAC_KINDS]
     kube.apply(rbac)
     kubeconfig = service_account_kubeconfig(kube, logs / "autoscaler.kubeconfig", NAMESPACE, "cluster-autoscaler")
     api = VerdaStandIn(capacity={(INSTANCE_TYPE, GROUPS["fallback"], True): 0})  # no spot H100s in FIN-03
     url = api.start()
+    for name, data in (("startup-script-secrets", {"join-token": JOIN_TOKEN}),
+                       ("verda-credentials", {"client-id": api.client_id, "client-secret": api.client_secret})):
+        kube.kubectl("create", "secret", "generic", name, "-n", NAMESPACE,
+                     *(f"--from-literal={k}={v}" for k, v in data.items()))
     bridge = NodeBridge(api, kube.kubeconfig, CONFIG["node_configs"]).start()
-    health, provider_port = free_ports(2)
+    health, provider_port, scripts_port = free_ports(3)
+    (logs / "provider.token").write_text(token(kube, "verda-provider"))
     started: list[subprocess.Popen] = []
+    verda_env = {**os.environ, "DATACRUNCH_CLIENT_ID": api.client_id, "DATACRUNCH_CLIENT_SECRET": api.client_secret}
     try:
+        started.append(procs.spawn("scripts", script_server_argv(docs, logs, scripts_port, url), logs, env={
+            **verda_env, "POD_NAMESPACE": NAMESPACE, "KUBECONFIG": str(service_account_kubeconfig(
+                kube, logs / "scripts.kubeconfig", NAMESPACE, "startup-script-server"))}))
         started.append(procs.spawn("provider", [
             sys.executable, "-m", "dask_operator", "nodes", "serve", *(f"--nodes=0:2:{INSTANCE_TYPE}:{loc}:{name}"
                                                                       for name, loc in GROUPS.items()),
             f"--address=127.0.0.1:{provider_port}", f"--api-url={url}"], logs, env={
-            **os.environ, "DATACRUNCH_CLIENT_ID": api.client_id, "DATACRUNCH_CLIENT_SECRET": api.client_secret,
-            "DATACRUNCH_CLUSTER_CONFIG_JSON": json.dumps(CONFIG)}))
+            **verda_env, "DATACRUNCH_CLUSTER_CONFIG_JSON": json.dumps(CONFIG),
+            "DATACRUNCH_STARTUP_SCRIPT_FETCH_URL": f"http://127.0.0.1:{scripts_port}/script",
+            "DATACRUNCH_STARTUP_SCRIPT_TOKEN_FILE": str(logs / "provider.token")}))
         binary = thirdparty.ensure_operator("cluster-autoscaler")
         argv, env = thirdparty.operator_argv("cluster-autoscaler", binary, kubeconfig, [health, provider_port])
         started.append(procs.spawn("autoscaler", [*argv, f"--namespace={NAMESPACE}"], logs, {**os.environ, **env}))
-        world = Verda(kube, api, bridge, logs)
+        world = Verda(kube, api, bridge, logs, f"http://127.0.0.1:{scripts_port}/script")
 
         def serving() -> bool:
-            for p, name in zip(started, ("provider", "autoscaler")):
+            for p, name in zip(started, ("scripts", "provider", "autoscaler")):
                 assert p.poll() is None, f"{name} exited:\n{world.log(name)[-3000:]}"
-            return httpx.get(f"http://127.0.0.1:{health}/health-check", timeout=2).status_code == 200
+            return (httpx.get(f"http://127.0.0.1:{health}/health-check", timeout=2).status_code == 200
+                    and httpx.get(f"http://127.0.0.1:{scripts_port}/healthz", timeout=2).status_code == 200)
 
         wait_for(serving, 60, "the autoscaler's /health-check")
         # Its status ConfigMap lists every group: it asked our provider for them (and may write there).
@@ -119,6 +158,8 @@ def verda(kube: Kube, sandbox, tmp_path_factory) -> Verda:
         procs.stop(started, timeout=15)
         bridge.stop()
         api.stop()
+        kube.kubectl("delete", "secret", "--ignore-not-found", "-n", NAMESPACE, "startup-script-secrets",
+                     "verda-credentials")
         kube.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-", input=yaml.safe_dump_all(rbac))
         if "world" in locals():
             print("\nverda autoscaler timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in world.timings.items()))
@@ -220,6 +261,83 @@ def test_idle_node_is_removed_and_its_instance_deleted(verda: Verda, namespace: 
     assert f"deleted instances {instance['id']}" in verda.log("provider")
     wait_for(lambda: "ScaleDown" in {e["reason"] for e in verda.kube.get(  # the autoscaler's event on the node
         "events", "-A", "--field-selector", f"involvedObject.name={name}")["items"]}, 20, f"ScaleDown of {name}")
+
+
+def test_each_instance_got_its_own_script_with_the_secret_and_it_was_deleted_after_use(verda: Verda) -> None:
+    """After the scale-ups: the startup-script server rendered deploy/verda's template for each instance,
+    with the join token read from its Secret, and deleted the script once the instance was running."""
+    with verda.api.lock:
+        created = [dict(b) for b in verda.api.created]
+        uploaded = {u["id"]: u for u in verda.api.uploaded}
+    assert len(created) >= 3
+    ids = [b["startup_script_id"] for b in created]
+    assert len(set(ids)) == len(ids) and set(ids) <= set(uploaded), "one uploaded script per instance"
+    for body in created:
+        script = uploaded[body["startup_script_id"]]
+        host, group = body["hostname"], body["description"]
+        assert script["name"] == f"{SCRIPT_NAME_PREFIX}{host}"
+        text = script["script"]
+        assert f"--node-name {host}" in text and f"--token {JOIN_TOKEN} " in text
+        assert f"dask.charmtx.com/node-group={group}" in text and "--provider-id=datacrunch://$INSTANCE_ID" in text
+        assert f'"client_secret": "{verda.api.client_secret}"' in text  # the self-deletion's, from its Secret
+        assert "{{" not in text
+
+    def deleted() -> bool:
+        with verda.api.lock:
+            return set(ids) <= set(verda.api.deleted_scripts) and not set(ids) & set(verda.api.scripts)
+    wait_for(deleted, 30, "every instance's script deleted from Verda", interval=0.5)
+    log = verda.log("scripts")
+    for body in created:
+        assert f"deleted startup script {SCRIPT_NAME_PREFIX}{body['hostname']} " in log
+    for name in ("scripts", "provider", "autoscaler"):
+        text = verda.log(name)
+        assert JOIN_TOKEN not in text and verda.api.client_secret not in text, f"a secret in the {name} log"
+
+
+def test_script_server_refuses_strangers_and_bad_requests_and_uploads_nothing(verda: Verda) -> None:
+    with verda.api.lock:
+        before = len(verda.api.uploaded)
+    request = {"script_name": f"{SCRIPT_NAME_PREFIX}spot-0000abcd", "hostname": "spot-0000abcd",
+               "node_group": "spot", "instance_type": INSTANCE_TYPE, "location": "FIN-01"}
+
+    def post(body: object, bearer: str | None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        return httpx.post(verda.scripts_url, json=body, headers=headers, timeout=30)
+
+    provider = token(verda.kube, "verda-provider")
+    cases = [
+        (post(request, None), 401, "Unauthenticated"),
+        # the provider's token for the API server: not for this audience
+        (post(request, token(verda.kube, "verda-provider", "https://kubernetes.default.svc")), 401,
+         "Unauthenticated"),
+        # another ServiceAccount of the namespace, with the right audience: RBAC says no
+        (post(request, token(verda.kube, "cluster-autoscaler")), 403, "Forbidden"),
+        (post({**request, "hostname": "Not_A_Label"}, provider), 400, "Invalid request"),
+        (post({**request, "script_name": "my-script"}, provider), 400, "Invalid request"),
+    ]
+    for response, status, title in cases:
+        assert response.status_code == status, response.text
+        assert response.json()["error"] == title and response.json()["details"]
+        assert provider not in response.text
+    assert "hostname: 'Not_A_Label' is not a DNS label" == cases[3][0].json()["details"]
+    assert "may not create startupscripts.verda.dask.charmtx.com in namespace verda-nodes" in cases[2][0].text
+    with verda.api.lock:
+        assert len(verda.api.uploaded) == before, "a refused request uploads nothing"
+    assert provider not in verda.log("scripts")
+
+
+def test_script_server_does_not_start_without_its_secrets(verda: Verda, tmp_path: Path) -> None:
+    """A Secret its flags name but RBAC does not let it read: exit 2 at start, naming the Secret."""
+    argv = [sys.executable, "-m", "dask_operator", "startup-scripts", f"--template-file={verda.logs / 'template.sh'}",
+            "--var=API_SERVER=x", "--var=CA_CERT_HASH=x", "--var=VERDA_API=x",
+            "--secret=JOIN_TOKEN=other-secret/join-token", "--secret=DATACRUNCH_CLIENT_ID=verda-credentials/client-id",
+            "--secret=DATACRUNCH_CLIENT_SECRET=verda-credentials/client-secret", "--port=0"]
+    env = {**os.environ, "POD_NAMESPACE": NAMESPACE, "DATACRUNCH_CLIENT_ID": "id", "DATACRUNCH_CLIENT_SECRET": "s",
+           "KUBECONFIG": str(verda.logs / "scripts.kubeconfig")}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "error: Secret verda-nodes/other-secret:" in done.stderr and "forbidden" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_the_autoscaler_needed_no_permission_beyond_deploy_verda(verda: Verda) -> None:

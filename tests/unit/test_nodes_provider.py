@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import logging
 import sys
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -26,7 +28,9 @@ from dask_operator.nodes.kube import node_dict
 from dask_operator.nodes.protos import externalgrpc_pb2 as pb
 from dask_operator.nodes.protos import externalgrpc_pb2_grpc as pb_grpc
 from dask_operator.nodes.protos.k8s.api.core.v1 import generated_pb2 as core
+from dask_operator.errors import NodeGroupError
 from dask_operator.nodes.provider import Provider
+from dask_operator.nodes.script_source import ScriptSource
 from dask_operator.nodes.server import start
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -524,3 +528,58 @@ def test_no_secret_or_token_is_ever_logged_or_answered(world, caplog):
     seen = caplog.text + quota.details() + auth.details()
     assert world.api.tokens and world.api.client_secret not in seen
     assert not [t for t in world.api.tokens if t in seen]
+
+
+# ---------------------------------------------------------------- startup scripts from the server
+
+
+def scripts_world(answer: httpx.Response, tmp_path: Path):
+    """A Provider (no gRPC) whose ScriptSource the MockTransport answers (the server itself runs on the
+    sandbox: tests/e2e/test_verda_autoscaler.py); the stand-in Verda behind it."""
+    api = VerdaStandIn()
+    url = api.start()
+    asked: list[dict] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        asked.append(json.loads(request.content))
+        return answer
+
+    (tmp_path / "token").write_text("t")
+    source = ScriptSource("http://scripts.test/script", tmp_path / "token",
+                          http=httpx.Client(transport=httpx.MockTransport(handle)))
+    provider = Provider(ng.build_node_groups(SPECS, CONFIG), VerdaCloud(api.client_id, api.client_secret, url),
+                        suffix=lambda: "0000abcd", scripts=source)
+    return api, provider, asked
+
+
+def test_the_server_gives_the_script_of_a_group_without_its_own(tmp_path):
+    api, provider, asked = scripts_world(httpx.Response(200, text="server-script-id"), tmp_path)
+    try:
+        (instance,) = provider.increase("ondemand", 1)
+        assert asked == [{"script_name": "autoscaler-startup-script-ondemand-0000abcd",
+                          "hostname": "ondemand-0000abcd", "node_group": "ondemand", "instance_type": A100,
+                          "location": "ICE-01"}]
+        assert api.created[0]["startup_script_id"] == "server-script-id" == instance.startup_script_id
+        assert api.uploaded == [], "the server uploads it, not the provider"
+    finally:
+        api.stop()
+
+
+def test_startup_script_base64_overrides_the_server(tmp_path):
+    api, provider, asked = scripts_world(httpx.Response(200, text="server-script-id"), tmp_path)
+    try:
+        provider.increase("gpu", 1)
+        assert asked == [] and [u["script"] for u in api.uploaded] == [SCRIPT]
+    finally:
+        api.stop()
+
+
+def test_no_script_from_the_server_no_instance(tmp_path):
+    api, provider, asked = scripts_world(httpx.Response(503, json={"error": "Secret unavailable"}), tmp_path)
+    try:
+        with pytest.raises(NodeGroupError) as e:
+            provider.increase("ondemand", 1)
+        assert e.value.kind == "startup_script" and "created 0 of 1 instances" in str(e.value)
+        assert len(asked) == 1 and api.created == []
+    finally:
+        api.stop()

@@ -12,8 +12,10 @@ import pytest
 import yaml
 from pss_check import restricted_violations
 
+from dask_operator import constants as c_
+from dask_operator.core import startup_scripts as ss
 from dask_operator.core.nodegroups import build_node_groups
-from dask_operator.nodes import cli
+from dask_operator.nodes import cli, scripts_cli
 from dask_operator.nodes.config import cluster_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,27 +83,30 @@ def provider_args(c: dict) -> argparse.Namespace:
     return p.parse_args(c["args"][1:])
 
 
-def test_renders_provider_autoscaler_and_their_rbac_in_one_namespace(docs: list[dict]) -> None:
+def test_renders_provider_autoscaler_script_server_and_their_rbac_in_one_namespace(docs: list[dict]) -> None:
     assert sorted(d["kind"] for d in docs) == sorted([
-        "Namespace", "ServiceAccount", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-        "Deployment", "Deployment", "Service", "ConfigMap", "ConfigMap"])
+        "Namespace", *["ServiceAccount"] * 3, *["ClusterRole", "ClusterRoleBinding"] * 2,
+        *["Role", "RoleBinding"] * 3, *["Deployment"] * 3, "Service", "Service", *["ConfigMap"] * 3])
     assert {d["metadata"].get("namespace") for d in docs
             if d["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding")} == {NAMESPACE}
     assert find(docs, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
-def test_rbac_has_no_wildcard_and_no_secret_access(docs: list[dict]) -> None:
+def test_rbac_has_no_wildcard_and_reads_only_the_script_servers_named_secrets(docs: list[dict]) -> None:
     for role in (d for d in docs if d["kind"] in RBAC_KINDS):
         for rule in role["rules"]:
             every = rule["verbs"] + rule["resources"] + rule["apiGroups"] + rule.get("resourceNames", [])
             assert not [x for x in every if "*" in x], (role["metadata"]["name"], rule)
-            assert "secrets" not in rule["resources"]
+            if "secrets" in rule["resources"]:
+                assert (role["kind"], role["metadata"]["name"]) == ("Role", "startup-script-server"), rule
+                assert rule["verbs"] == ["get"] and rule["resources"] == ["secrets"], rule
+                assert set(rule["resourceNames"]) == {"startup-script-secrets", "verda-credentials"}
             assert not set(rule["verbs"]) & {"delete", "deletecollection", "escalate", "bind", "impersonate"} \
                 or rule.get("resourceNames"), rule  # deletes only of named objects
 
 
 def test_cluster_role_grants_what_the_autoscaler_does_and_only_its_service_account_has_it(docs: list[dict]) -> None:
-    rules = find(docs, "ClusterRole")["rules"]
+    rules = find(docs, "ClusterRole", "verda-cluster-autoscaler")["rules"]
     granted = {(g, r, v) for rule in rules if not rule.get("resourceNames")
                for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
     assert AUTOSCALER_NEEDS <= granted, sorted(AUTOSCALER_NEEDS - granted)
@@ -110,31 +115,61 @@ def test_cluster_role_grants_what_the_autoscaler_does_and_only_its_service_accou
                       ("", "events", "create"), ("", "events", "patch"), ("", "endpoints", "create"),
                       ("", "endpoints", "patch"), ("batch", "jobs", "patch"), ("extensions", "jobs", "patch")}
     subject = [{"kind": "ServiceAccount", "name": "cluster-autoscaler", "namespace": NAMESPACE}]
-    assert find(docs, "ClusterRoleBinding")["subjects"] == subject
-    assert find(docs, "RoleBinding")["subjects"] == subject
-    assert find(docs, "ClusterRoleBinding")["roleRef"]["name"] == find(docs, "ClusterRole")["metadata"]["name"]
-    assert find(docs, "RoleBinding")["roleRef"]["name"] == find(docs, "Role")["metadata"]["name"]
+    assert find(docs, "ClusterRoleBinding", "verda-cluster-autoscaler")["subjects"] == subject
+    assert find(docs, "RoleBinding", "cluster-autoscaler")["subjects"] == subject
+    assert find(docs, "ClusterRoleBinding", "verda-cluster-autoscaler")["roleRef"]["name"] == "verda-cluster-autoscaler"
+    assert find(docs, "RoleBinding", "cluster-autoscaler")["roleRef"]["name"] == "cluster-autoscaler"
 
 
 def test_role_covers_the_autoscalers_status_config_map_and_lease_in_its_namespace(docs: list[dict]) -> None:
     _, c = container(docs, "cluster-autoscaler")
-    assert flags(c["args"])["namespace"] == NAMESPACE == find(docs, "Role")["metadata"]["namespace"]
-    named = {(r, v): set(rule["resourceNames"]) for rule in find(docs, "Role")["rules"] if rule.get("resourceNames")
+    role = find(docs, "Role", "cluster-autoscaler")
+    assert flags(c["args"])["namespace"] == NAMESPACE == role["metadata"]["namespace"]
+    named = {(r, v): set(rule["resourceNames"]) for rule in role["rules"] if rule.get("resourceNames")
              for r in rule["resources"] for v in rule["verbs"]}
     # the autoscaler's defaults: --status-config-map-name, --leader-elect-resource-name
     assert {"cluster-autoscaler-status"} == named[("configmaps", "update")] == named[("configmaps", "get")]
     assert {"cluster-autoscaler"} == named[("leases", "update")] == named[("leases", "get")]
 
 
-def test_provider_needs_no_kubernetes_access(docs: list[dict]) -> None:
-    pod, _ = container(docs, "verda-provider")
+def test_provider_may_only_ask_for_startup_scripts_with_a_token_the_api_server_refuses(docs: list[dict]) -> None:
+    pod, c = container(docs, "verda-provider")
     account = find(docs, "ServiceAccount", pod["serviceAccountName"])
     assert account["automountServiceAccountToken"] is False and pod["automountServiceAccountToken"] is False
-    bound = [s["name"] for d in docs if d["kind"].endswith("Binding") for s in d["subjects"]]
-    assert account["metadata"]["name"] not in bound
+    bindings = [d for d in docs if d["kind"].endswith("Binding")
+                and any(s["name"] == account["metadata"]["name"] for s in d["subjects"])]
+    assert [(b["kind"], b["roleRef"]["name"]) for b in bindings] == [("RoleBinding", "startup-script-client")]
+    assert find(docs, "Role", "startup-script-client")["rules"] == [
+        {"apiGroups": [c_.STARTUP_SCRIPTS_GROUP], "resources": [c_.STARTUP_SCRIPTS_RESOURCE], "verbs": ["create"]}]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    volume, key = mounted(pod, c, env["DATACRUNCH_STARTUP_SCRIPT_TOKEN_FILE"])
+    (source,) = volume["projected"]["sources"]
+    _, server = container(docs, "startup-script-server")
+    assert source["serviceAccountToken"]["path"] == key
+    assert source["serviceAccountToken"]["audience"] == flags(server["args"])["audience"] == "startup-scripts"
+    service = find(docs, "Service", "startup-script-server")
+    assert env["DATACRUNCH_STARTUP_SCRIPT_FETCH_URL"] == (
+        f"http://startup-script-server.{NAMESPACE}.svc:{service['spec']['ports'][0]['port']}/script")
 
 
-@pytest.mark.parametrize("deployment", ["verda-provider", "cluster-autoscaler"])
+def test_script_server_template_uses_only_variables_its_flags_give(docs: list[dict]) -> None:
+    pod, c = container(docs, "startup-script-server")
+    assert c["command"] == ["dask-operator"] and c["args"][0] == "startup-scripts"
+    p = argparse.ArgumentParser()
+    scripts_cli.add_arguments(p)
+    args = p.parse_args(c["args"][1:])
+    volume, key = mounted(pod, c, str(args.template_file))
+    template = ss.parse_template(find(docs, "ConfigMap", volume["configMap"]["name"])["data"][key])
+    refs = ss.parse_secret_refs(args.secret)
+    ss.check_variables(template, ss.parse_assignments(args.var, "--var"), refs)
+    assert {name for name, _ in refs.values()} == set(
+        find(docs, "Role", "startup-script-server")["rules"][0]["resourceNames"])
+    assert {"SCRIPT_NAME", "HOSTNAME", "PROVIDER_ID_PREFIX", "JOIN_TOKEN"} <= template.names
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+
+@pytest.mark.parametrize("deployment", ["verda-provider", "cluster-autoscaler", "startup-script-server"])
 def test_deployments_are_restricted_and_probed(docs: list[dict], deployment: str) -> None:
     pod, c = container(docs, deployment)
     assert restricted_violations(pod) == []
