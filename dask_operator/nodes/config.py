@@ -54,14 +54,20 @@ def cluster_config(env: Mapping[str, str]) -> dict:
         raise NodeGroupConfigError(name, f"not valid JSON: {e}") from None
 
 
-def _one(env: Mapping[str, str], suffix: str) -> str:
+def optional(env: Mapping[str, str], suffix: str) -> str | None:
+    """The value of ``DATACRUNCH_<suffix>`` or ``VERDA_<suffix>``, None when neither is set."""
     names = _names(suffix)
     values = {env[n] for n in names if env.get(n)}
-    if not values:
-        raise NodeGroupConfigError(" or ".join(names), "not set")
     if len(values) > 1:
         raise NodeGroupConfigError(" and ".join(names), "both set, to different values; set one")
-    return values.pop()
+    return values.pop() if values else None
+
+
+def _one(env: Mapping[str, str], suffix: str) -> str:
+    value = optional(env, suffix)
+    if value is None:
+        raise NodeGroupConfigError(" or ".join(_names(suffix)), "not set")
+    return value
 
 
 def credentials(env: Mapping[str, str]) -> tuple[str, str]:

@@ -23,8 +23,7 @@ from ..errors import NodeGroupError
 SCRIPT_UNAVAILABLE = "startup_script"
 FETCH_TIMEOUT_SECONDS = 30.0  # the server reads Secrets and uploads to Verda before it answers
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
-URL_NAMES = tuple(f"{prefix}_STARTUP_SCRIPT_FETCH_URL" for prefix in ("DATACRUNCH", "VERDA"))
-TOKEN_FILE_NAMES = tuple(f"{prefix}_STARTUP_SCRIPT_TOKEN_FILE" for prefix in ("DATACRUNCH", "VERDA"))
+URL_VARIABLE = "DATACRUNCH_STARTUP_SCRIPT_FETCH_URL"  # VERDA_* too, as for every provider variable
 _SCRIPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
@@ -57,25 +56,17 @@ class ScriptSource:
         return text
 
 
-def _one(env, names: tuple[str, ...]) -> str | None:
-    from ..errors import NodeGroupConfigError
-
-    values = {env[n] for n in names if env.get(n)}
-    if len(values) > 1:
-        raise NodeGroupConfigError(" and ".join(names), "both set, to different values; set one")
-    return values.pop() if values else None
-
-
 def from_env(env) -> ScriptSource | None:
     """The source ``DATACRUNCH_STARTUP_SCRIPT_FETCH_URL`` names, if any (VERDA_* too), with the token
     at ``DATACRUNCH_STARTUP_SCRIPT_TOKEN_FILE`` (default: the pod's ServiceAccount token; deploy/verda
     projects one whose audience is the server's alone)."""
     from ..errors import NodeGroupConfigError
+    from .config import optional
 
-    url = _one(env, URL_NAMES)
+    url = optional(env, "STARTUP_SCRIPT_FETCH_URL")
     if url is None:
         return None
     if not url.startswith(("http://", "https://")):
-        raise NodeGroupConfigError(URL_NAMES[0], "not an http(s) URL")
-    token_file = _one(env, TOKEN_FILE_NAMES)
+        raise NodeGroupConfigError(URL_VARIABLE, "not an http(s) URL")
+    token_file = optional(env, "STARTUP_SCRIPT_TOKEN_FILE")
     return ScriptSource(url, Path(token_file) if token_file else SERVICE_ACCOUNT_TOKEN)
