@@ -25,6 +25,8 @@ def _sandbox_parser(sub) -> None:
                    help="prometheus-adapter rule files (default: adapter-rules/scheduler.yaml)")
     p.add_argument("--hpa-sync-period", default="2s", help="the HPA controller's sync period (default 2s)")
     p.add_argument("--scrape-interval", default="2s", help="Prometheus scrape interval (default 2s)")
+    p.add_argument("--kcm-api-rate", default="200/400", metavar="QPS/BURST",
+                   help="kube-controller-manager's API rate limit (default 200/400; Kubernetes' own is 20/30)")
     p.add_argument("--example", action="store_true",
                    help="also install deploy/ and deploy/api, run the operator and the API, and apply example/")
     p.add_argument("--with", dest="operators", default="",
@@ -223,8 +225,14 @@ def sandbox_main(args: argparse.Namespace) -> int:
         for name in operators:
             print(f"{name} ready: {ensure_operator(name)}")
         return 0
+    qps, _, burst = args.kcm_api_rate.partition("/")
+    if not (qps.isdigit() and burst.isdigit() and int(qps) > 0 and int(burst) > 0):
+        print(f"error: --kcm-api-rate must be QPS/BURST, two positive integers, not {args.kcm_api_rate!r}",
+              file=sys.stderr)
+        return 2
     return run_sandbox(
         state_dir=args.state_dir,
+        kcm_api_rate=(int(qps), int(burst)),
         nodes=args.nodes,
         crds=_defaults(args.crd, Path("deploy/crd.yaml")),
         adapter_rules=_defaults(args.adapter_rules, Path("adapter-rules/scheduler.yaml")),

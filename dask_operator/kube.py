@@ -102,12 +102,17 @@ class Kube:
 
     async def watch(self, version: str, plural: str, namespace: str | None, selector: str):
         """Yield (type, object) for every change, forever: list, then watch from
-        the list's resourceVersion; re-list when the server says 410 Gone."""
+        the list's resourceVersion. A watch the server ends (its timeout) or a
+        dropped connection resumes from the last version seen, as client-go's
+        reflector does; only the server's 410 Gone (or another ERROR event) makes
+        it list again, so an idle watcher costs one request per timeout."""
+        since: str | None = None
         while True:
-            body = await self._call("GET", version, namespace, plural, params={"labelSelector": selector})
-            for item in body["items"]:
-                yield "ADDED", item
-            since = body["metadata"]["resourceVersion"]
+            if since is None:
+                body = await self._call("GET", version, namespace, plural, params={"labelSelector": selector})
+                for item in body["items"]:
+                    yield "ADDED", item
+                since = body["metadata"]["resourceVersion"]
             client = await self._client()
             params = {"labelSelector": selector, "watch": "true", "resourceVersion": since,
                       "allowWatchBookmarks": "true", "timeoutSeconds": "300"}
@@ -121,7 +126,9 @@ class Kube:
                             continue
                         event = json.loads(line)
                         if event["type"] == "ERROR":
-                            break  # 410 Gone or similar: re-list
+                            since = None  # 410 Gone or similar: list again
+                            break
+                        since = event["object"]["metadata"].get("resourceVersion", since)
                         if event["type"] != "BOOKMARK":
                             yield event["type"], event["object"]
             except httpx.HTTPError as e:

@@ -8,6 +8,9 @@ Defaults when the resource leaves a field out:
 - ``spec.workers.replicas``: ``1`` (also when null);
 - ``spec.scheduler.template``, ``spec.scheduler.service``,
   ``spec.workers.template``: ``{}``.
+
+`scale_only(diff)` tells a change of the replica count alone (a `/scale`
+write) from any other change of the spec, in kopf's diff of ``spec``.
 """
 
 from __future__ import annotations
@@ -66,6 +69,17 @@ class ClusterSpec:
         per spec, though every worker pod, the plan and the status ask for it."""
         text = json.dumps(self.worker_template, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+REPLICAS_IN_SPEC = ("workers", "replicas")
+
+
+def scale_only(diff: Any) -> bool:
+    """True when the diff of ``spec`` (kopf's (op, path, old, new) items, paths
+    relative to ``spec``) is non-empty and touches nothing but
+    ``spec.workers.replicas``: the scheduler's objects need no re-apply."""
+    items = list(diff or ())
+    return bool(items) and all(tuple(item[1]) == REPLICAS_IN_SPEC for item in items)
 
 
 def _mapping(parent: Mapping, key: str, path: str) -> Mapping:

@@ -34,10 +34,12 @@ def run_sandbox(
     scrape_interval: str,
     example: bool = False,
     operators: tuple[str, ...] = (),
+    kcm_api_rate: tuple[int, int] = (200, 400),
 ) -> int:
     config = SandboxConfig(
         state_dir=state_dir, nodes=nodes, crds=crds, adapter_rules=adapter_rules,
         hpa_sync_period=hpa_sync_period, scrape_interval=scrape_interval, operators=operators,
+        kcm_api_rate=kcm_api_rate,
     )
     sandbox = Sandbox(config)
 

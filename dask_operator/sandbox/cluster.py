@@ -67,6 +67,9 @@ class SandboxConfig:
     feature_gates: dict[str, bool] = field(default_factory=lambda: {"HPAScaleToZero": True})
     start_timeout: float = 120.0
     operators: tuple[str, ...] = ()  # third-party operators to run (`thirdparty.OPERATORS`)
+    # kube-controller-manager's client rate limit (QPS, burst). Kubernetes'
+    # default is 20/30; the sandbox's is raised so tests are not paced by it.
+    kcm_api_rate: tuple[int, int] = (200, 400)
 
 
 @dataclass
@@ -257,7 +260,8 @@ class Sandbox:
             f"--root-ca-file={pki.ca.cert}",
             f"--cluster-signing-cert-file={pki.ca.cert}", f"--cluster-signing-key-file={pki.ca.key}",
             f"--flex-volume-plugin-dir={flex}",
-            "--leader-elect=false", "--kube-api-qps=200", "--kube-api-burst=400",
+            "--leader-elect=false", f"--kube-api-qps={self.config.kcm_api_rate[0]}",
+            f"--kube-api-burst={self.config.kcm_api_rate[1]}",
             f"--horizontal-pod-autoscaler-sync-period={self.config.hpa_sync_period}",
             "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
             f"--feature-gates={gates}" if gates else "--profiling=false",

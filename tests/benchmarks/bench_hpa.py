@@ -12,12 +12,13 @@ The figures depend on the sandbox's intervals, printed with them: Prometheus
 scrape 2 s, prometheus-adapter relist 2 s, HPA sync 2 s, operator poll of the
 scheduler 2 s (`--desired-workers-interval`).
 
-    python tests/benchmarks/bench_hpa.py [--runs 3]
+    python tests/benchmarks/bench_hpa.py [--runs 3] [--json marks.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -71,6 +72,7 @@ def one_run(kube: Kube, source: str, run: int) -> Timeline:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write each run's marks here (seconds per link)")
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="bench-hpa-"))
     with operator_on_sandbox(state) as (kube, info, op):
@@ -91,6 +93,9 @@ def main() -> int:
             print(f"{source:>9}  " + "  ".join(f"{v:>22.1f}" for v in medians[source]))
         ratio = medians["operator"][-1] / medians["scheduler"][-1]
         print(f"ratio operator / scheduler source, to workers registered: {ratio:.2f}")
+        if args.json:
+            args.json.write_text(json.dumps({"links": LINKS, "runs": {
+                source: [t.marks for t in timelines] for source, timelines in results.items()}}, indent=2))
     return 0
 
 

@@ -63,6 +63,15 @@ async def test_a_real_action_posts_one_scaled_event(events, reconciler):
     assert fake.calls == [True], "spec changes re-apply the children"
 
 
+async def test_a_scale_alone_does_not_reapply_the_scheduler(events, reconciler):
+    fake = reconciler(result=outcome(created=["dask-worker-0"]))
+    await handlers.cluster_reconcile(body=BODY, logger=LOG, retry=0,
+                                     diff=[("change", ("workers", "replicas"), 1, 2)])
+    await handlers.cluster_reconcile(body=BODY, logger=LOG, retry=0,
+                                     diff=[("change", ("scheduler", "template"), {}, {"spec": {}})])
+    assert fake.calls == [False, True], "only a change beyond the replica count re-applies the children"
+
+
 async def test_nothing_done_posts_nothing(events, reconciler):
     reconciler(result=outcome())
     await handlers.cluster_reconcile(body=BODY, logger=LOG, retry=0)

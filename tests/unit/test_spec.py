@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dask_operator.core.spec import ClusterSpec
+from dask_operator.core.spec import ClusterSpec, scale_only
 from dask_operator.errors import InvalidSpec
 
 
@@ -99,3 +99,18 @@ def test_spec_is_frozen_and_hashable():
     with pytest.raises(AttributeError):
         spec.replicas = 2  # type: ignore[misc]
     assert hash(spec) == hash(ClusterSpec.from_resource(cluster()))
+
+
+@pytest.mark.parametrize("diff,expected", [
+    pytest.param([("change", ("workers", "replicas"), 1, 2)], True, id="a-scale"),
+    pytest.param((("change", ["workers", "replicas"], 0, 5),), True, id="path-as-list"),
+    pytest.param([], False, id="no-diff-resume"),
+    pytest.param(None, False, id="none"),
+    pytest.param([("add", (), None, {"workers": {"replicas": 1}})], False, id="create-whole-spec"),
+    pytest.param([("change", ("workers", "replicas"), 1, 2),
+                  ("change", ("scheduler", "template", "spec"), {}, {"x": 1})], False, id="scale-and-scheduler"),
+    pytest.param([("change", ("workers", "template"), {}, {"metadata": {}})], False, id="worker-template"),
+    pytest.param([("remove", ("workers",), {"replicas": 1}, None)], False, id="workers-removed"),
+])
+def test_scale_only(diff, expected):
+    assert scale_only(diff) is expected
