@@ -7,7 +7,10 @@ arrives -- never an object's `creationTimestamp` (1 s resolution). A watch is
 change after the list's resourceVersion), so `watch()` returns only then, and
 the action comes after.
 
-All requests share one HTTP/2 connection with the admin's credentials.
+Requests share one HTTP/2 connection with the admin's credentials; each
+watch has an HTTP/1.1 connection of its own, closed when it stops (a
+cancelled HTTP/2 stream's unread data stays charged to the connection's
+flow-control window, and enough of them stall every other stream on it).
 """
 
 from __future__ import annotations
@@ -81,15 +84,17 @@ def check(r: httpx.Response) -> httpx.Response:
 
 
 class Observer:
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.http = client
+    def __init__(self, connect) -> None:
+        self.connect_client = connect  # connect_client(http2, read_timeout) -> httpx.AsyncClient
+        self.http = connect(True, 60)
 
     @classmethod
     async def connect(cls, kubeconfig: str) -> "Observer":
         auth = (await kr8s.asyncio.api(kubeconfig=kubeconfig)).auth
         headers = {"Authorization": f"Bearer {auth.token}"} if auth.token else {}
-        return cls(httpx.AsyncClient(base_url=auth.server, headers=headers, verify=await auth.ssl_context(),
-                                     http2=True, timeout=httpx.Timeout(60, read=None)))
+        tls = await auth.ssl_context()
+        return cls(lambda http2, read: httpx.AsyncClient(
+            base_url=auth.server, headers=headers, verify=tls, http2=http2, timeout=httpx.Timeout(60, read=read)))
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -116,10 +121,14 @@ class Observer:
         opened = asyncio.get_running_loop().create_future()
 
         async def run() -> None:
+            async with self.connect_client(False, None) as http:
+                await follow(http)
+
+        async def follow(http: httpx.AsyncClient) -> None:
             nonlocal since
             while True:
                 q = {**params, "watch": "true", "resourceVersion": since, "allowWatchBookmarks": "true"}
-                async with self.http.stream("GET", path, params=q) as r:
+                async with http.stream("GET", path, params=q) as r:
                     check(r)
                     if not opened.done():
                         opened.set_result(None)
