@@ -1,6 +1,6 @@
 """Run the benchmarks B1-B5: dask-operator beside dask-kubernetes, in one run.
 
-    python -m tests.benchmarks [--runs 5] [--only B1,B2,B3,B4,B5] [--idle-seconds 300]
+    python -m tests.benchmarks [--runs 5] [--only B1,B2,B3,B4,B5] [--idle-seconds 300] [--keep]
 
 Starts its own sandboxes (8 kwok nodes of 250 pods): one with
 kube-controller-manager at the sandbox's 200 QPS / 400 burst for B1, B2, B3
@@ -82,6 +82,8 @@ async def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=300, help="B5's idle window (default 300)")
     parser.add_argument("--sizes", default="10,100,1000", help="B1's kwok sizes (default 10,100,1000)")
     parser.add_argument("--out", type=Path, default=HERE, help="where results go (default tests/benchmarks)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the other benchmarks' rows from --out's results.json (re-run some only)")
     args = parser.parse_args()
     only = set(args.only.upper().split(","))
     sizes = tuple(int(s) for s in args.sizes.split(","))
@@ -95,8 +97,15 @@ async def main() -> int:
         "B5 idle window": f"{args.idle_seconds:.0f} s",
     })
     rows: list[Row] = []
+    if args.keep and (args.out / "results.json").exists():
+        previous = json.loads((args.out / "results.json").read_text())
+        rows = [Row.from_json(r) for r in previous["rows"] if r["bench"] not in only]
+        env["settings"] = {**previous["environment"]["settings"],
+                           f"{','.join(sorted(only))} measured again": env["date"]}
+        env["date"] = previous["environment"]["date"]
 
     def save() -> None:
+        rows.sort(key=lambda r: r.bench)  # stable: a benchmark's rows keep their order
         args.out.mkdir(parents=True, exist_ok=True)
         plots = [p for p in (report.plot_b1(rows, args.out / "b1.png"), report.plot_b5(rows, args.out / "b5.png"))
                  if p]

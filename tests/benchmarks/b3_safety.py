@@ -34,8 +34,12 @@ async def one(obs: Observer, who: Contender, name: str) -> dict[str, float]:
         await wait_registered(address, WORKERS, 300, interval=0.2)
         async with Client(address, asynchronous=True, timeout=60) as client:
             prefix = f"{name}-result"
-            futures = [client.submit(remote.result, i, SIZE, key=f"{prefix}-{i}") for i in range(RESULTS)]
+            task = remote.result_task()
+            futures = [client.submit(task, i, SIZE, key=f"{prefix}-{i}") for i in range(RESULTS)]
             await wait(futures)
+            failed = [f for f in futures if f.status != "finished"]
+            if failed:
+                raise RuntimeError(f"{len(failed)} of {RESULTS} tasks did not finish: {await failed[0].exception()}")
             await client.register_plugin(remote.LossCounter(prefix))
             watch = await obs.watch(f"/api/v1/namespaces/{who.namespace}/pods", who.workers(name))
             try:

@@ -28,9 +28,13 @@ class LossCounter(SchedulerPlugin):
             self.lost.add(str(key))
 
 
-def result(i: int, size: int) -> bytes:
-    """A task's result of `size` bytes, distinct per i."""
-    return i.to_bytes(4, "little") * (size // 4)
+def result_task():
+    """The task: a result of `size` bytes, distinct per i. Made at run time, so
+    Dask's pickle (which tries the standard pickle, by reference, first) falls
+    back to cloudpickle, by value."""
+    def result(i: int, size: int) -> bytes:
+        return i.to_bytes(4, "little") * (size // 4)
+    return result
 
 
 def in_memory(dask_scheduler, prefix: str) -> int:

@@ -104,11 +104,22 @@ class Row:
     def to_json(self) -> dict:
         return {
             "bench": self.bench, "case": self.case, "metric": self.metric, "unit": self.unit,
-            "samples": self.samples,
+            "ours": self.ours, "peer": self.peer, "samples": self.samples,
             "summary": {who: vars(self.summary(who)) for who in self.samples if self.samples[who]},
             "ratio_of_medians": self.ratio(),
             "targets": {t.text: t.check(self) for t in self.targets},
+            "target_specs": [vars(t) for t in self.targets],
         }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Row":
+        """A row written by `to_json` (its figures are recomputed from the samples)."""
+        names = list(data["samples"])
+        ours = data.get("ours", names[0])
+        peer = data.get("peer", names[1] if len(names) > 1 else "")
+        return cls(data["bench"], data["case"], data["metric"], data["unit"], ours, peer,
+                   samples={k: list(v) for k, v in data["samples"].items()},
+                   targets=tuple(Target(**t) for t in data.get("target_specs", ())))
 
 
 def fmt(value: float | None, unit: str) -> str:

@@ -103,6 +103,12 @@ def test_to_json_keeps_raw_samples_and_summaries() -> None:
     assert data["targets"] == {"t": "missed"}
 
 
+def test_a_row_survives_its_json() -> None:
+    row = _row([1.0, 3.0], [2.0], targets=(Target("ratio", 1.1, text="t", versus="them"),))
+    again = Row.from_json(row.to_json())
+    assert again == row and again.to_json() == row.to_json()
+
+
 def test_seeded_invariants_of_summaries() -> None:
     rng = random.Random(11)
     for _ in range(500):
