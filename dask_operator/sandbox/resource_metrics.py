@@ -62,7 +62,7 @@ class Usage:
     rss_bytes: int
 
 
-def _stat(pid: str) -> tuple[int, float] | None:
+def process_stat(pid: str) -> tuple[int, float] | None:
     """(start time, CPU seconds) of a process, None when it is gone."""
     try:
         fields = (PROC / pid / "stat").read_text().rsplit(")", 1)[1].split()
@@ -72,7 +72,7 @@ def _stat(pid: str) -> tuple[int, float] | None:
     return int(fields[19]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def _rss(pid: str) -> int:
+def process_rss(pid: str) -> int:
     try:
         return int((PROC / pid / "statm").read_text().split()[1]) * PAGE_SIZE
     except (OSError, IndexError, ValueError):
@@ -107,12 +107,12 @@ class PodUsage:
                 rp = pods.get(os.stat(PROC / pid / "ns" / "net").st_ino)
             except OSError:
                 continue
-            stat = rp and _stat(pid)
+            stat = rp and process_stat(pid)
             if not stat:
                 continue
             seen[(rp.uid, int(pid), stat[0])] = stat[1]
             cpu[rp.uid] = cpu.get(rp.uid, 0.0) + stat[1]
-            rss[rp.uid] = rss.get(rp.uid, 0) + _rss(pid)
+            rss[rp.uid] = rss.get(rp.uid, 0) + process_rss(pid)
         for key, seconds in self._seen.items():  # exited since the last sample: keep what they used
             if key not in seen and key[0] in {r.uid for r in pods.values()}:
                 self._spent[key[0]] = self._spent.get(key[0], 0.0) + seconds

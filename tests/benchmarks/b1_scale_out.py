@@ -20,7 +20,7 @@ import asyncio
 
 from contenders import Contender
 from observer import Observer
-from runs import delete_cluster, fresh_cluster, wait_registered
+from runs import alternate, delete_cluster, fresh_cluster, wait_registered
 from stats import Row, Target
 
 KWOK_SIZES = (10, 100, 1000)
@@ -61,7 +61,7 @@ async def run(obs: Observer, contenders: list[Contender], runs: int, rate: str, 
         case_rows = {m: Row("B1", f"0→{n} {kind}, KCM {rate}", f"all {m}", "s", ours, peer,
                             targets=_targets(n, m, is_real)) for m in metrics}
         for rep in range(runs):
-            order = contenders if rep % 2 == 0 else [contenders[1], contenders[0], *contenders[2:]]
+            order = alternate(contenders, rep)
             for who in order:
                 if is_real and who.name == "ReplicaSet controller":
                     continue

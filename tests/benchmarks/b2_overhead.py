@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from contenders import Contender
 from observer import Observer
-from runs import collection, delete_cluster, fresh_cluster
+from runs import alternate, collection, delete_cluster, fresh_cluster
 from stats import Row, Target
 
 STEPS = 100
@@ -53,7 +53,7 @@ async def run(obs: Observer, contenders: list[Contender], runs: int, log=print) 
     row = Row("B2", f"+1 replica × {STEPS}, kwok", "(first pod − ack) − F", "ms", ours, peer,
               targets=(Target("median", 20, text="p50 ≤ 20 ms"), Target("p99", 100, text="p99 ≤ 100 ms")))
     for rep in range(runs):
-        order = contenders[:2] if rep % 2 == 0 else contenders[1::-1]
+        order = alternate(contenders[:2], rep)
         for who in order:
             values = await one(obs, who, f"b2-{rep}")
             row.samples.setdefault(who.name, []).extend(values)

@@ -18,7 +18,7 @@ from distributed import Client, wait
 import remote
 from contenders import Contender
 from observer import Observer
-from runs import delete_cluster, fresh_cluster, wait_registered
+from runs import alternate, delete_cluster, fresh_cluster, wait_registered
 from stats import Row, Target
 
 WORKERS, TARGET, RESULTS, SIZE = 20, 5, 2000, 2**20
@@ -65,7 +65,7 @@ async def run(obs: Observer, contenders: list[Contender], runs: int, log=print) 
                targets=(Target("max", 0, text="0 lost keys every run"),))
     gone = Row("B3", case, "last surplus pod gone", "s", ours, peer)
     for rep in range(runs):
-        order = contenders[:2] if rep % 2 == 0 else contenders[1::-1]
+        order = alternate(contenders[:2], rep)
         for who in order:
             result = await one(obs, who, f"b3-{rep}")
             lost.samples.setdefault(who.name, []).append(result["lost"])

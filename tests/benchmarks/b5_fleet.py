@@ -19,20 +19,19 @@ by the number of clusters.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 
 from contenders import Contender
 from observer import Observer, check
-from runs import collection, wait_gone, wait_pods
+from runs import alternate, collection, wait_gone, wait_pods
 
 from dask_operator.sandbox.netns import Network, pod_pids
+from dask_operator.sandbox.resource_metrics import process_rss, process_stat
 from stats import Row, Target
 
 CLUSTERS, WORKERS = 200, 3
 IDLE_TARGET = 0.01  # API requests per second per cluster
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def flow_schema(who: Contender) -> dict:
@@ -61,16 +60,13 @@ async def requests_so_far(obs: Observer, who: Contender) -> float:
 
 
 def usage(network: Network, pod: dict) -> tuple[float, float]:
-    """(CPU seconds, resident MiB) of every process in the pod."""
+    """(CPU seconds, resident MiB) of every process in the pod (the sandbox's /proc readers)."""
     cpu = rss = 0.0
-    for pid in pod_pids(network, pod["metadata"]["uid"]):
-        try:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) / TICKS
-            status = open(f"/proc/{pid}/status").read()
-            rss += int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
-        except (FileNotFoundError, ProcessLookupError, AttributeError):
-            continue
+    for pid in map(str, pod_pids(network, pod["metadata"]["uid"])):
+        stat = process_stat(pid)
+        if stat:
+            cpu += stat[1]
+            rss += process_rss(pid) / 2**20
     return cpu, rss
 
 
@@ -157,7 +153,7 @@ async def run(obs: Observer, network: Network, kube, contenders: list[Contender]
     for who in contenders:
         kube.apply(flow_schema(who))
     for rep in range(runs):
-        order = contenders[:2] if rep % 2 == 0 else contenders[1::-1]
+        order = alternate(contenders[:2], rep)
         for who in order:
             prefix = f"b5-{rep}"
             result = await one(obs, network, who, prefix, kube)

@@ -15,8 +15,6 @@ subresource the benchmark writes, and label selectors for its pods. The peer
 from __future__ import annotations
 
 import copy
-import subprocess
-from pathlib import Path
 from typing import Protocol
 
 import yaml
@@ -70,7 +68,7 @@ class DaskOperator:
 
     def install(self, kube: Kube) -> None:
         kube.kubectl("create", "namespace", self.namespace)
-        docs = kustomize(ROOT / "deploy")
+        docs = [d for d in yaml.safe_load_all(kube.kubectl("kustomize", str(ROOT / "deploy")).stdout) if d]
         for d in docs:
             if d["kind"] == "Deployment":  # `run --all-namespaces ...` -> `run --namespace <ns> ...`
                 container = d["spec"]["template"]["spec"]["containers"][0]
@@ -79,11 +77,7 @@ class DaskOperator:
         self.operator_pod(kube)
 
     def operator_pod(self, kube: Kube) -> dict:
-        def ready() -> dict | None:
-            pods = [p for p in kube.pods("default", "app.kubernetes.io/name=dask-operator")
-                    if pod_ready(p) and not p["metadata"].get("deletionTimestamp")]
-            return pods[0] if len(pods) == 1 else None
-        return wait_for(ready, 120, "dask-operator's pod Ready")
+        return one_ready_pod(kube, "default", "app.kubernetes.io/name=dask-operator", "dask-operator's pod")
 
     def cluster(self, name: str, replicas: int, real_workers: bool, real_scheduler: bool = True) -> dict:
         def template(real: bool, container: str) -> dict:
@@ -111,9 +105,14 @@ class DaskOperator:
         return f"dask.charmtx.com/cluster={name}" if name else "dask.charmtx.com/cluster"
 
 
-def kustomize(path: Path) -> list[dict]:
-    out = subprocess.run(["kubectl", "kustomize", str(path)], check=True, capture_output=True, text=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
+def one_ready_pod(kube: Kube, namespace: str, selector: str, what: str) -> dict:
+    """The one Ready, not terminating pod matching `selector`, within 120 s."""
+    def ready() -> dict | None:
+        pods = [p for p in kube.pods(namespace, selector)
+                if pod_ready(p) and not p["metadata"].get("deletionTimestamp")]
+        return pods[0] if len(pods) == 1 else None
+    return wait_for(ready, 120, f"{what} Ready")
+
 
 
 class ReplicaSetController:

@@ -40,11 +40,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from contenders import SIMULATE, SMALL
-from helpers import Kube, wait_for
+from contenders import SIMULATE, SMALL, one_ready_pod
+from helpers import Kube
 
 from dask_operator.constants import SCHEDULER_HTTP_ROUTES
-from dask_operator.core.pods import pod_ready
 from dask_operator.sandbox.build import cache_root
 
 VERSION = "2026.3.0"
@@ -175,11 +174,8 @@ class DaskKubernetes:
         return [account, copy.deepcopy(CLUSTER_ROLE), binding, deployment]
 
     def operator_pod(self, kube: Kube) -> dict:
-        def ready() -> dict | None:
-            pods = [p for p in kube.pods(self.namespace, f"app.kubernetes.io/name={ACCOUNT}")
-                    if pod_ready(p) and not p["metadata"].get("deletionTimestamp")]
-            return pods[0] if len(pods) == 1 else None
-        return wait_for(ready, 120, "dask-kubernetes' operator pod Ready")
+        return one_ready_pod(kube, self.namespace, f"app.kubernetes.io/name={ACCOUNT}",
+                             "dask-kubernetes' operator pod")
 
     def cluster(self, name: str, replicas: int, real_workers: bool, real_scheduler: bool = True) -> dict:
         def pod(real: bool, container: dict) -> dict:

@@ -11,13 +11,18 @@ minutes for a thousand pods), and waits until no pod is left.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from contenders import Contender
+from helpers import async_wait_for
 from observer import Observer, check
 
 from dask_operator.core.pods import pod_ready
+
+
+def alternate(contenders: list, rep: int) -> list:
+    """The contenders in this repetition's order: the first two swap every other one."""
+    return contenders if rep % 2 == 0 else [contenders[1], contenders[0], *contenders[2:]]
 
 
 def plural(obj: dict) -> str:
@@ -32,14 +37,10 @@ def collection(obj: dict, namespace: str) -> str:
 
 
 async def wait_pods(obs: Observer, namespace: str, selector: str, predicate, timeout: float, what: str) -> list:
-    deadline = time.monotonic() + timeout
-    while True:
-        pods = (await obs.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector))["items"]
-        if predicate(pods):
-            return pods
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} ({len(pods)} pods)")
-        await asyncio.sleep(0.2)
+    async def pods() -> list | None:
+        items = (await obs.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector))["items"]
+        return items if predicate(items) else None
+    return await async_wait_for(pods, timeout, what)
 
 
 async def fresh_cluster(obs: Observer, who: Contender, name: str, real_workers: bool,
@@ -72,11 +73,9 @@ async def delete_cluster(obs: Observer, who: Contender, name: str, timeout: floa
 
 async def wait_gone(obs: Observer, path: str, timeout: float) -> None:
     """Until GET `path` answers 404 (finalizers done)."""
-    deadline = time.monotonic() + timeout
-    while (await obs.http.get(path)).status_code != 404:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} still there after {timeout} s")
-        await asyncio.sleep(0.2)
+    async def gone() -> bool:
+        return (await obs.http.get(path)).status_code == 404
+    await async_wait_for(gone, timeout, f"{path} gone")
 
 
 async def wait_registered(address: str, n: int, timeout: float, interval: float = 0.02) -> float:
@@ -84,13 +83,8 @@ async def wait_registered(address: str, n: int, timeout: float, interval: float 
     the monotonic time it first answered n."""
     from distributed.core import rpc
 
-    deadline = time.monotonic() + timeout
     async with rpc(address) as scheduler:
-        while True:
+        async def registered() -> float | None:
             count = len(await scheduler.ncores())
-            t = time.monotonic()
-            if count >= n:
-                return t
-            if t > deadline:
-                raise AssertionError(f"{count} of {n} workers registered at {address} after {timeout} s")
-            await asyncio.sleep(interval)
+            return time.monotonic() if count >= n else None
+        return await async_wait_for(registered, timeout, f"{n} workers registered at {address}", interval)
