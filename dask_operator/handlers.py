@@ -28,7 +28,8 @@ from .errors import DaskOperatorError, InvalidSpec
 from .cluster_autoscaler import ClusterAutoscaler
 from .desired_workers import DesiredWorkersPoller
 from .pod_watch import PodWatch
-from .reconcile import Outcome, Reconciler
+from .reconcile import Reconciler
+from .workers import Outcome
 
 # Pod events drive reconciles; the resync only catches what a watch missed. Each
 # costs two LISTs per Cluster, so at 300 s an idle fleet asks the API server
@@ -134,9 +135,9 @@ async def cluster_resync(body: kopf.Body, logger: logging.Logger, **_: Any) -> N
 
 
 @kopf.on.delete(c.GROUP, c.VERSION, c.PLURAL, optional=True)
-def cluster_delete(name: str, namespace: str, **_: Any) -> None:
+def cluster_delete(name: str, namespace: str, uid: str | None = None, **_: Any) -> None:
     # Children carry owner references: the garbage collector removes them.
-    _reconciler().forget(namespace, name)
+    _reconciler().forget(namespace, name, uid)
     if Runtime.autoscaler is not None:
         Runtime.autoscaler.forget((namespace, name))
     if Runtime.pod_watch is not None:

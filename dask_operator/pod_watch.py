@@ -65,3 +65,6 @@ class PodWatch:
                 await self.reconcile(*key)
             except Exception as e:  # the resync timer and the next event retry
                 log.warning("reconcile of %s/%s after a pod change failed: %s", *key, e)
+        # Done: no entry outlives its drain (a deleted Cluster's pods keep sending events).
+        if self._draining.get(key) is asyncio.current_task():
+            del self._draining[key]

@@ -11,7 +11,8 @@ The pass, in order, each step idempotent:
 A blocked scale-down comes back in `Outcome.blocked`; the kopf layer turns it
 into a condition, an Event and a retry. While outdated workers wait for their
 replacements to register with the scheduler (which no pod event announces),
-the Cluster is reconciled again after `REQUEUE_SECONDS`. No kopf here.
+the Cluster is reconciled again after `REQUEUE_SECONDS`. A deleted Cluster
+leaves nothing behind (`forget`), even when a pass of it ends later. No kopf here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 
 from . import constants as c
 from . import metrics
@@ -37,34 +37,12 @@ from .dask_scheduler import DaskSchedulerClient
 from .errors import DaskOperatorError, SchedulerUnreachable
 from .kube import Kube
 from .scheduler_access import SchedulerAccess, SchedulerEndpoints
-from .workers import Scaled, WorkerScaler, utcnow
+from .workers import Outcome, Scaled, WorkerScaler, utcnow
 
 log = logging.getLogger(__name__)
 
 REQUEUE_SECONDS = 2.0
-
-
-@dataclass(frozen=True)
-class Outcome:
-    desired: int
-    status: dict
-    scaled: Scaled
-
-    @property
-    def blocked(self) -> DaskOperatorError | None:
-        return self.scaled.blocked
-
-    def summary(self) -> str | None:
-        """One line for the Event of a real action, None when nothing changed."""
-        s = self.scaled
-        parts = [f"{what} {len(names)} {noun}" for what, names, noun in (
-            ("created", s.created, "worker pods"),
-            ("deleted", s.deleted, "worker pods holding no data or already retired"),
-            ("deleted", s.unregistered, "worker pods the scheduler had not registered"),
-            ("retired", s.retired, "workers through the scheduler and deleted their pods"),
-            ("replaced", s.replaced, "outdated workers: retired through the scheduler once new ones served"),
-        ) if names]
-        return "; ".join(parts) + f" (desired {self.desired})" if parts else None
+DELETED_REMEMBERED = 10_000  # uids of deleted Clusters kept to recognise a late pass
 
 
 class Reconciler:
@@ -78,13 +56,28 @@ class Reconciler:
         self.workers = WorkerScaler(kube, dask)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._requeued: dict[tuple[str, str], asyncio.Task] = {}
+        self._deleted: dict[str, None] = {}  # uids of deleted Clusters, oldest first
 
-    def forget(self, namespace: str, name: str) -> None:
-        self._locks.pop((namespace, name), None)
-        if task := self._requeued.pop((namespace, name), None):
+    def forget(self, namespace: str, name: str, uid: str | None = None) -> None:
+        """A deleted Cluster: drop its lock, requeue, scheduler URL and series.
+
+        A reconcile that read the Cluster before its deletion may still be
+        running, or start after this; its `uid` is remembered so that such a
+        pass drops what it recorded once it ends, instead of leaving a URL the
+        poller would ask forever.
+        """
+        if uid:
+            self._deleted[uid] = None
+            while len(self._deleted) > DELETED_REMEMBERED:
+                del self._deleted[next(iter(self._deleted))]
+        self._drop((namespace, name))
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        self._locks.pop(key, None)
+        if task := self._requeued.pop(key, None):
             task.cancel()
-        self.endpoints.forget((namespace, name))
-        metrics.forget_cluster(namespace, name)
+        self.endpoints.forget(key)
+        metrics.forget_cluster(*key)
 
     async def reconcile_by_name(self, namespace: str, name: str) -> None:
         """Refresh a Cluster after one of its pods changed (children not re-applied)."""
@@ -95,14 +88,18 @@ class Reconciler:
     async def reconcile(self, body: dict, *, apply_children: bool) -> Outcome:
         spec = ClusterSpec.from_resource(body)
         start = time.perf_counter()
-        async with self._locks.setdefault((spec.namespace, spec.name), asyncio.Lock()):
-            try:
-                scheduler_pods, url = await self._scheduler(spec, apply_children)
-                scaled = await self.workers.scale(spec, url)
-                status = await self._status(spec, body.get("status") or {}, scheduler_pods, scaled)
-            finally:
-                metrics.RECONCILE_SECONDS.observe(time.perf_counter() - start)
-        if scaled.waiting:
+        try:
+            async with self._locks.setdefault((spec.namespace, spec.name), asyncio.Lock()):
+                try:
+                    scheduler_pods, url = await self._scheduler(spec, apply_children)
+                    scaled = await self.workers.scale(spec, url)
+                    status = await self._status(spec, body.get("status") or {}, scheduler_pods, scaled)
+                finally:
+                    metrics.RECONCILE_SECONDS.observe(time.perf_counter() - start)
+        finally:
+            if spec.uid and spec.uid in self._deleted:  # deleted while this pass ran
+                self._drop((spec.namespace, spec.name))
+        if scaled.waiting and spec.uid not in self._deleted:
             self._requeue(spec.namespace, spec.name)
         return Outcome(spec.replicas, status, scaled)
 

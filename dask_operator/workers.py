@@ -69,6 +69,29 @@ class Scaled:
     waiting: bool = False  # outdated workers wait for new ones to register: no pod event will say when
 
 
+@dataclass(frozen=True)
+class Outcome:
+    desired: int
+    status: dict
+    scaled: Scaled
+
+    @property
+    def blocked(self) -> DaskOperatorError | None:
+        return self.scaled.blocked
+
+    def summary(self) -> str | None:
+        """One line for the Event of a real action, None when nothing changed."""
+        s = self.scaled
+        parts = [f"{what} {len(names)} {noun}" for what, names, noun in (
+            ("created", s.created, "worker pods"),
+            ("deleted", s.deleted, "worker pods holding no data or already retired"),
+            ("deleted", s.unregistered, "worker pods the scheduler had not registered"),
+            ("retired", s.retired, "workers through the scheduler and deleted their pods"),
+            ("replaced", s.replaced, "outdated workers: retired through the scheduler once new ones served"),
+        ) if names]
+        return "; ".join(parts) + f" (desired {self.desired})" if parts else None
+
+
 class WorkerScaler:
     def __init__(self, kube: Kube, dask: DaskSchedulerClient) -> None:
         self.kube = kube

@@ -5,7 +5,11 @@ Rules:
 - a Cluster without a Ready scheduler (URL None) or whose scheduler is
   unreachable has no series at all: removed, never set to 0;
 - each Cluster's series depends only on its own scheduler;
-- `run` keeps polling after a scheduler fails.
+- `run` keeps polling after a scheduler fails;
+- a scheduler failing more than `FAILURES_BEFORE_BACKOFF` times in a row is
+  asked at a doubling interval (at most `MAX_BACKOFF_SECONDS`), until it
+  answers or its Cluster gets a new URL; others keep their interval;
+- at most `POLL_CONCURRENCY` schedulers are asked at once.
 Each test uses its own namespace: the registry is process-wide.
 """
 
@@ -22,7 +26,13 @@ from prometheus_client import REGISTRY
 
 from dask_operator.constants import METRIC_CLUSTER_DESIRED_WORKERS
 from dask_operator.dask_scheduler import DaskSchedulerClient
-from dask_operator.desired_workers import DesiredWorkersPoller
+from dask_operator.desired_workers import (
+    FAILURES_BEFORE_BACKOFF,
+    MAX_BACKOFF_SECONDS,
+    POLL_CONCURRENCY,
+    DesiredWorkersPoller,
+    backoff_seconds,
+)
 from dask_operator.errors import SchedulerUnreachable
 from dask_operator.scheduler_access import SchedulerEndpoints
 
@@ -175,3 +185,126 @@ async def test_malformed_answer_removes_the_series_and_polling_goes_on(key):
     p.dask = real_client(httpx.Response(200, json={"Error": "Internal Server Error"}))
     await p.poll_once()
     assert series(key) is None
+
+
+# ---------------------------------------------------------------- back-off for schedulers that keep failing
+
+
+@pytest.mark.parametrize(
+    "interval, failures, expected",
+    [
+        pytest.param(5, 1, 0, id="first-failure-next-round"),
+        pytest.param(5, FAILURES_BEFORE_BACKOFF, 0, id="last-failure-before-backoff"),
+        pytest.param(5, FAILURES_BEFORE_BACKOFF + 1, 10, id="backoff-starts-at-twice-the-interval"),
+        pytest.param(5, FAILURES_BEFORE_BACKOFF + 2, 20, id="then-doubles"),
+        pytest.param(5, FAILURES_BEFORE_BACKOFF + 30, MAX_BACKOFF_SECONDS, id="capped"),
+        pytest.param(0, FAILURES_BEFORE_BACKOFF + 1, 2, id="zero-interval-backs-off-from-1s"),
+    ],
+)
+def test_backoff_seconds(interval, failures, expected):
+    assert backoff_seconds(interval, failures) == expected
+
+
+def test_backoff_never_shrinks_and_never_exceeds_the_cap():
+    for interval in (0, 0.5, 1, 5, 15, 120):
+        delays = [backoff_seconds(interval, f) for f in range(1, 40)]
+        assert delays == sorted(delays)
+        assert all(0 <= d <= MAX_BACKOFF_SECONDS for d in delays)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def failing(key, **dask_kw) -> tuple[DesiredWorkersPoller, SchedulerEndpoints, Clock, FakeDask]:
+    """A poller on a fake clock whose Cluster `key` has a scheduler at URL_A that does not answer."""
+    dask = FakeDask(**dask_kw)
+    dask.unreachable_urls.add(URL_A)
+    endpoints, clock = SchedulerEndpoints(), Clock()
+    endpoints.update(key, URL_A)
+    return DesiredWorkersPoller(endpoints, dask, clock=clock), endpoints, clock, dask
+
+
+async def rounds(p: DesiredWorkersPoller, clock: Clock, n: int, step: float) -> None:
+    for _ in range(n):
+        await p.poll_once(5)
+        clock.now += step
+
+
+def asked(dask: FakeDask, url: str = URL_A) -> int:
+    return sum(1 for call in dask.calls if call[1] == url)
+
+
+async def test_a_scheduler_that_keeps_failing_is_asked_less_often(key):
+    p, _, clock, dask = failing(key)
+    await rounds(p, clock, FAILURES_BEFORE_BACKOFF + 1, 5)
+    assert asked(dask) == FAILURES_BEFORE_BACKOFF + 1
+    await p.poll_once(5)  # 5 s after the last failure; its back-off is 10 s
+    assert asked(dask) == FAILURES_BEFORE_BACKOFF + 1
+    clock.now += 5
+    await p.poll_once(5)
+    assert asked(dask) == FAILURES_BEFORE_BACKOFF + 2
+
+
+async def test_an_answer_restores_the_normal_interval(key):
+    p, _, clock, dask = failing(key, target=2)
+    await rounds(p, clock, FAILURES_BEFORE_BACKOFF + 3, MAX_BACKOFF_SECONDS)
+    dask.unreachable_urls.clear()
+    await p.poll_once(5)
+    assert series(key) == 2
+    before = asked(dask)
+    await p.poll_once(5)  # no time passed: asked again at once
+    assert asked(dask) == before + 1
+
+
+async def test_a_new_url_is_asked_at_once_however_long_the_old_one_failed(key):
+    p, endpoints, clock, dask = failing(key, target=3)
+    await rounds(p, clock, FAILURES_BEFORE_BACKOFF + 3, 1)
+    endpoints.update(key, URL_B)  # the scheduler pod became Ready again elsewhere
+    await p.poll_once(5)
+    assert dask.calls[-1] == ("adaptive_target", URL_B)
+    assert series(key) == 3
+
+
+async def test_one_failing_scheduler_does_not_slow_the_others(key):
+    p, endpoints, clock, dask = failing(key)
+    dask.targets[URL_B] = 1
+    endpoints.update((key[0], "other"), URL_B)
+    await rounds(p, clock, FAILURES_BEFORE_BACKOFF + 5, 5)
+    assert asked(dask, URL_B) == FAILURES_BEFORE_BACKOFF + 5
+    assert asked(dask) < FAILURES_BEFORE_BACKOFF + 5
+
+
+async def test_a_forgotten_clusters_failures_are_forgotten_too(key):
+    p, endpoints, clock, dask = failing(key)
+    await rounds(p, clock, FAILURES_BEFORE_BACKOFF + 1, 0)
+    endpoints.forget(key)
+    await p.poll_once(5)
+    assert p._failing == {}
+    endpoints.update(key, URL_A)  # a new Cluster of the same name
+    before = asked(dask)
+    await p.poll_once(5)
+    assert asked(dask) == before + 1
+
+
+async def test_at_most_poll_concurrency_schedulers_are_asked_at_once(key):
+    in_flight = peak = 0
+
+    class Slow(FakeDask):
+        async def adaptive_target(self, url: str) -> int:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0.001)
+            in_flight -= 1
+            return 1
+
+    p, endpoints = poller(Slow())
+    for i in range(POLL_CONCURRENCY * 3):
+        endpoints.update((key[0], f"c{i}"), f"http://10.0.{i // 250}.{i % 250}:8787")
+    await p.poll_once()
+    assert peak == POLL_CONCURRENCY

@@ -10,7 +10,7 @@ import pytest
 from dask_operator import handlers
 from dask_operator.core.plan import ScalePlan
 from dask_operator.errors import InvalidSpec, KubeApiError, RetireIncomplete, SchedulerUnreachable
-from dask_operator.reconcile import Outcome
+from dask_operator.workers import Outcome
 from dask_operator.workers import Scaled
 
 BODY = {"metadata": {"name": "dask", "namespace": "ns"}}

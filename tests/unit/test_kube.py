@@ -11,6 +11,8 @@ Rules:
 - watch yields the listed items as ADDED, then the streamed events without
   BOOKMARKs; it lists again only after an ERROR event (410 Gone), and resumes a
   broken or ended stream from the last resourceVersion seen (bookmarks count).
+- httpcore finds sniffio (a dependency): without it, each request pays ~11
+  failed imports, each a search of sys.path.
 The last section checks that the fakes other unit tests use keep this contract.
 """
 
@@ -449,3 +451,20 @@ async def test_unreachable_api_raises_kube_api_error_with_code_0(verb, call):
         await call(kube_for(Server(_refuse)))
     assert raised.value.code == 0 and "ConnectError" in str(raised.value)
     assert errors_total(verb, "transport") == before + 1
+
+
+def test_httpcore_detects_asyncio_through_sniffio_not_a_failed_import():
+    import importlib.util
+    import sys
+
+    import httpcore._synchronization as sync
+
+    assert importlib.util.find_spec("sniffio") is not None, "sniffio is a dependency (see pyproject.toml)"
+
+    async def detect() -> bool:
+        sys.modules.pop("sniffio", None)
+        sync.current_async_library()
+        return "sniffio" in sys.modules
+
+    assert asyncio.run(detect()), "httpcore found no sniffio: every request would search sys.path for it"
+

@@ -7,6 +7,7 @@ Rules:
 - Clusters reconcile independently: one held reconcile does not delay another Cluster;
 - a reconcile that raises is logged, and later requests still reconcile;
 - `forget` drops a pending re-reconcile;
+- no bookkeeping outlives its drain (a deleted Cluster's pods keep sending events);
 - the watch covers pods with both Dask labels, one watch per namespace (one
   cluster-wide without namespaces), and restarts after an exception.
 """
@@ -159,6 +160,21 @@ async def test_forget_drops_a_pending_reconcile():
     reconciles.release(A)
     await drained(watch)
     assert reconciles.calls == [A]
+
+
+async def test_no_bookkeeping_outlives_the_drains():
+    reconciles = Reconciles()
+    watch = PodWatch(FakeKube(), reconciles)
+    for i in range(50):
+        watch.request("ns", f"c{i}")
+    watch.forget(("ns", "c0"))
+    watch.request("ns", "c0")  # a deleted Cluster's pod event, after its delete handler
+    await drained(watch)
+    await asyncio.sleep(0)  # a task registered by the late request finishes on the next turn
+    await drained(watch)
+    assert watch._draining == {}
+    assert sorted(reconciles.calls) == sorted(("ns", f"c{i}") for i in range(50))
+    assert watch._dirty == set()
 
 
 # ---------------------------------------------------------------- the watch loop

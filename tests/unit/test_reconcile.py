@@ -22,15 +22,16 @@ import logging
 from dataclasses import dataclass
 
 import pytest
+from prometheus_client import REGISTRY
 from fakes import Call, FakeDask, FakeKube, prefer
 
 from dask_operator import constants as c
 from dask_operator.core import ClusterSpec
 from dask_operator.core.plan import ScalePlan
 from dask_operator.errors import KubeApiError, RetireIncomplete, SchedulerUnreachable
-from dask_operator.reconcile import Outcome, Reconciler
+from dask_operator.reconcile import DELETED_REMEMBERED, Reconciler
 from dask_operator.scheduler_access import SchedulerAccess, SchedulerEndpoints
-from dask_operator.workers import Scaled
+from dask_operator.workers import Outcome, Scaled
 
 NS, NAME, CLUSTER_UID = "ns", "dask", "cluster-uid"
 SCHEDULER_IP = "10.0.0.10"
@@ -578,6 +579,47 @@ async def test_forget_drops_the_clusters_endpoint():
     await env.reconcile()
     env.reconciler.forget(NS, NAME)
     assert env.endpoints.snapshot() == []
+
+
+def series_left(name: str = NAME) -> list:
+    return [s for m in REGISTRY.collect() for s in m.samples
+            if s.labels.get("namespace") == NS and s.labels.get("cluster") == name]
+
+
+async def test_a_pass_that_ends_after_the_delete_leaves_nothing_behind():
+    """The pass read the Cluster before its deletion; the delete handler ran while it scaled."""
+    env = make_env(0, serving(0))
+    env.dask.after("retire", lambda: env.reconciler.forget(NS, NAME, CLUSTER_UID))
+    await env.reconcile()
+    assert env.endpoints.snapshot() == []
+    assert env.reconciler._locks == {}
+    assert series_left() == []
+
+
+async def test_a_pass_that_starts_after_the_delete_leaves_nothing_behind():
+    """A pod event's GET saw the Cluster just before the delete handler forgot it."""
+    env = make_env(1, serving(0))
+    body = env.body()
+    env.reconciler.forget(NS, NAME, CLUSTER_UID)
+    await env.reconciler.reconcile(body, apply_children=False)
+    assert env.endpoints.snapshot() == []
+    assert env.reconciler._locks == {}
+    assert series_left() == []
+
+
+async def test_a_new_cluster_of_a_deleted_ones_name_is_remembered():
+    env = make_env(1, serving(0))
+    env.reconciler.forget(NS, NAME, "the-old-uid")
+    await env.reconcile()
+    assert env.endpoints.snapshot() == [((NS, NAME), URL)]
+
+
+def test_deleted_uids_remembered_are_bounded():
+    env = make_env(1, [])
+    for i in range(DELETED_REMEMBERED + 5):
+        env.reconciler.forget(NS, f"c{i}", f"uid-{i}")
+    assert len(env.reconciler._deleted) == DELETED_REMEMBERED
+    assert "uid-0" not in env.reconciler._deleted and f"uid-{DELETED_REMEMBERED + 4}" in env.reconciler._deleted
 
 
 # ---------------------------------------------------------------- Outcome.summary
