@@ -26,6 +26,10 @@ _QUANTITY = re.compile(
 )
 
 
+# Kubernetes' own quantities go no further than 10**18 (E); this bounds the work of parsing.
+MAX_EXPONENT = 100
+
+
 class InvalidQuantity(ValueError):
     """Not a Kubernetes quantity."""
 
@@ -45,7 +49,10 @@ def parse_quantity(value: Any) -> Fraction:
         raise InvalidQuantity(f"must be a quantity such as '100m', '2', '1.5k' or '500Mi', got {value!r}")
     number = Fraction(match["number"])
     if match["exponent"] is not None:
-        return number * Fraction(10) ** int(match["exponent"])
+        exponent = int(match["exponent"])
+        if abs(exponent) > MAX_EXPONENT:  # 10**1e9 would take the process hours and gigabytes
+            raise InvalidQuantity(f"must have an exponent within +-{MAX_EXPONENT}, got {value!r}")
+        return number * Fraction(10) ** exponent
     suffix = match["suffix"] or ""
     if suffix in _BINARY:
         return number * _BINARY[suffix]

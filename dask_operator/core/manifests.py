@@ -16,7 +16,9 @@ Main container (the template's first container, else a new one):
   - ``image``: ``constants.DEFAULT_IMAGE``;
   - ``resources`` (only if the container has no ``resources`` at all):
     requests ``cpu: 100m, memory: 256Mi``, limits ``memory: 1Gi``;
-  - ``env`` entries are appended unless the template already defines the name.
+  - ``env`` entries are appended unless the template already defines the name;
+  - ports (below) are added unless the container declares their name or
+    number, or another container of the pod their name.
 
 Scheduler:
   - ``command: [dask, scheduler]`` if neither command nor args are given;
@@ -286,7 +288,12 @@ def _pod_template(
     main.setdefault("name", container_name)
     main.setdefault("image", c.DEFAULT_IMAGE)
     main.setdefault("resources", copy.deepcopy(DEFAULT_RESOURCES))
+    declared = len(main.get("ports") or [])
     container_defaults(main)
+    # Port names are unique in a pod: a default port whose name another container declares is left out.
+    others = {p.get("name") for ct in containers[1:] + (pod_spec.get("initContainers") or [])
+              for p in ct.get("ports") or []}
+    main["ports"] = main["ports"][:declared] + [p for p in main["ports"][declared:] if p["name"] not in others]
     default_security(pod_spec)
     return {"metadata": result_metadata, "spec": pod_spec}
 

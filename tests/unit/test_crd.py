@@ -12,7 +12,7 @@ from pss_check import restricted_violations
 
 from dask_operator import constants as c
 from dask_operator.core.plan import WorkerPod
-from dask_operator.core.spec import ClusterSpec
+from dask_operator.core.spec import MAX_NAME_LENGTH, ClusterSpec
 from dask_operator.core.status import PHASE_PENDING, PHASE_RUNNING, PHASE_SCALING, compute_status
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -135,6 +135,23 @@ def test_every_field_is_documented(schema):
         ),
         pytest.param("spec.scheduler.service", {"type": "object", "x-kubernetes-preserve-unknown-fields": True}, id="service-open"),
         pytest.param("status.phase", {"enum": [PHASE_PENDING, PHASE_SCALING, PHASE_RUNNING]}, id="phase-enum"),
+        # what the renderer reads or the children need is checked by the API server (test_render_properties)
+        pytest.param("metadata.name", {"maxLength": MAX_NAME_LENGTH, "pattern": "^[a-z]([-a-z0-9]*[a-z0-9])?$"},
+                     id="name-makes-valid-child-names"),
+        pytest.param("spec.workers.template.spec.containers.[].name", {"pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                     id="container-name-dns-label"),
+        pytest.param("spec.workers.template.spec.containers.[].ports.[].name", {"type": "string"}, id="port-name"),
+        pytest.param("spec.workers.template.spec.containers.[].env.[]", {"type": "object", "required": ["name"]},
+                     id="env-item"),
+        pytest.param("spec.scheduler.template.spec.containers.[].securityContext", {"type": "object"},
+                     id="container-security"),
+        pytest.param("spec.scheduler.template.spec.initContainers.[].securityContext", {"type": "object"},
+                     id="init-container-security"),
+        pytest.param("spec.workers.template.spec.securityContext", {"type": "object"}, id="pod-security"),
+        pytest.param("spec.scheduler.service.ports.[]", {"type": "object"}, id="service-ports"),
+        pytest.param("spec.autoscaling.behavior.scaleUp.policies", {"minItems": 1}, id="policies-not-empty"),
+        pytest.param("spec.autoscaling.behavior.scaleDown.tolerance", {"minimum": 0, "maxLength": 32},
+                     id="tolerance-bounded"),
         pytest.param("status.conditions", {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}, id="conditions-map"),
     ],
 )
