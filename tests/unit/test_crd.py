@@ -303,10 +303,12 @@ def test_crd_renders_with_anchor_expanded():
 
 
 @needs_kubectl
-def test_example_is_the_cluster_alone():
-    """`kubectl apply -k example/` then `kubectl scale` (seed 003): no HPA to undo the scale."""
+def test_example_is_the_cluster_and_its_scheduler_policy():
+    """`kubectl apply -k example/` then `kubectl scale` (seed 003): no HPA to undo the scale; the
+    NetworkPolicy fencing the scheduler comes along (its semantics: test_network_policy.py)."""
     docs = kustomize("example")
-    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [("Cluster", "example-dask")]
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == [
+        ("Cluster", "example-dask"), ("NetworkPolicy", "example-dask-scheduler")]
 
 
 @needs_kubectl
