@@ -125,6 +125,13 @@ def start_sandbox(state_dir: Path, *extra: str, timeout: float = 1800) -> Sandbo
         raise
 
 
+def wait_namespace_usable(kube: Kube, name: str, timeout: float = 120) -> None:
+    """Wait until namespace `name` is not Terminating (an earlier test's deletion may still be
+    finalizing; nothing can be created in it meanwhile). It may exist or not."""
+    wait_for(lambda: kube.kubectl("get", "namespace", name, "-o", "jsonpath={.status.phase}",
+                                  check=False).stdout.strip() != "Terminating", timeout, f"namespace {name} usable")
+
+
 # ------------------------------------------------------------------ operator
 OPERATOR_NAMESPACE = "default"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=dask-operator"

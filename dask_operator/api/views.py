@@ -201,14 +201,20 @@ def compat_view(obj: Mapping, status: ClusterStatus) -> dict:
 
 
 def parse_timestamp(text: str | None, name: str = "started_at") -> dt.datetime:
-    """An ISO-8601 time (`Z` or an offset; without one, UTC) as an aware datetime."""
+    """An ISO-8601 time (`Z` or an offset; without one, UTC) as an aware datetime in UTC. A time
+    whose UTC form is before year 1 or after year 9999 (0001-01-01T00:00:00+01:00) is the first
+    or last time Python has: every real time compares with it as with the time given."""
     if not text:
         raise BadRequest(f"{name} is required (ISO-8601, e.g. 2025-09-02T15:40:00Z)")
     try:
         value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise BadRequest(f"{name} must be an ISO-8601 timestamp, e.g. 2025-09-02T15:40:00Z") from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    value = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    try:
+        return value.astimezone(dt.timezone.utc)
+    except OverflowError:
+        return (dt.datetime.min if value.year == dt.MINYEAR else dt.datetime.max).replace(tzinfo=dt.timezone.utc)
 
 
 def format_timestamp(value: dt.datetime) -> str:

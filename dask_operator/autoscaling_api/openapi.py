@@ -15,6 +15,7 @@ from ..openapi_parts import METRICS, json_body, operation, ref
 
 from ..core.autoscaler_spec import (FIELDS, GPU_METRIC, INT32_MAX, MAX_WINDOW_SECONDS, POLICY_FIELDS,
                                     POLICY_PERIOD_SECONDS, WORKLOADS)
+from ..core.k8s_names import DNS_LABEL, DNS_SUBDOMAIN
 
 VERSION = "0.1.0"
 
@@ -42,8 +43,10 @@ POLICY = _obj([], {
                          "description": f"at most this many replicas added/removed per {POLICY_PERIOD_SECONDS} s "
                                         "(a Pods policy); 0 or null: Kubernetes' default policies"}})
 REQUEST_PROPS = {
-    "workload_name": {"type": "string", "minLength": 1, "maxLength": 253},
-    "workload_namespace": {"type": "string", "minLength": 1, "maxLength": 63},
+    "workload_name": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": DNS_SUBDOMAIN,
+                      "description": "a Kubernetes object name (DNS-1123 subdomain)"},
+    "workload_namespace": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": DNS_LABEL,
+                           "description": "a Kubernetes namespace name (DNS-1123 label)"},
     "workload_type": {"enum": list(WORKLOADS)},
     "min_replicas": {"type": "integer", "minimum": 1, "maximum": INT32_MAX},
     "max_replicas": {"type": "integer", "minimum": 1, "maximum": INT32_MAX,

@@ -193,16 +193,17 @@ def parse_request(body: Any) -> AutoscalerRequest:
     namespace = _name(body, "workload_namespace", DNS_LABEL_RE, "a Kubernetes namespace name (DNS-1123 label)",
                       problems)
     kind = body.get("workload_type")
+    known = isinstance(kind, str) and kind in WORKLOADS  # an object or array is not a key (nor hashable)
     if kind is None or kind == "":
         problems.append("workload_type is required")
-    elif kind not in WORKLOADS:
+    elif not known:
         problems.append(f"workload_type must be one of {', '.join(WORKLOADS)}")
     low, high = _replicas(body, problems)
     cpu, memory, gpu = (_percent(body, f, problems) for f in TARGETS)
     follow = body.get("follow_desired_workers")
     if follow is not None and not isinstance(follow, bool):
         problems.append("follow_desired_workers must be true or false")
-    elif follow and kind in WORKLOADS and kind != c.KIND:
+    elif follow and known and kind != c.KIND:
         problems.append(f"follow_desired_workers applies to workload_type {c.KIND} only")
     follow = follow is True
     up, down = _policy(body, "scale_up_policy", problems), _policy(body, "scale_down_policy", problems)

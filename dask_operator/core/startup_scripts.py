@@ -45,8 +45,12 @@ DEFAULT_GRACE_SECONDS = 600.0
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ACTION = re.compile(r"\{\{(.*?)\}\}", re.S)
 _SUBSTITUTION = re.compile(r"^\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*$")
-_SCRIPT_NAME = re.compile(rf"^{re.escape(SCRIPT_NAME_PREFIX)}[a-z0-9]([-a-z0-9]{{0,100}}[a-z0-9])?$")
-_VERDA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# JSON Schema (ECMA-262) patterns, also in the server's OpenAPI document; matched with `fullmatch`
+assert re.fullmatch(r"[a-z-]+", SCRIPT_NAME_PREFIX)  # no character a pattern must escape
+SCRIPT_NAME_PATTERN = rf"^{SCRIPT_NAME_PREFIX}[a-z0-9]([-a-z0-9]{{0,100}}[a-z0-9])?$"
+VERDA_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+_SCRIPT_NAME = re.compile(SCRIPT_NAME_PATTERN)
+_VERDA_NAME = re.compile(VERDA_NAME_PATTERN)
 _SECRET_KEY = re.compile(r"^[-._A-Za-z0-9]{1,253}$")
 REQUEST_FIELDS = ("script_name", "hostname", "node_group", "instance_type", "location")
 

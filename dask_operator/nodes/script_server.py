@@ -5,7 +5,8 @@ template for that instance, with fixed variables and with secret ones read
 from Kubernetes Secrets in the server's namespace at that moment (a rotated
 Secret is used at once), uploads the script to Verda under the request's
 ``script_name`` and answers its id as plain text, as seed 002's server does.
-The provider passes the id to the instance it creates.
+The provider passes the id to the instance it creates. ``GET /healthz`` is
+liveness, ``GET /openapi.json`` the OpenAPI document (`script_openapi`).
 
 Who may ask: a bearer token that a TokenReview accepts, of someone RBAC lets
 ``create`` ``startupscripts.verda.dask.charmtx.com`` in the server's namespace
@@ -36,6 +37,7 @@ from ..api.auth import Authenticator
 from ..api.errors import AuthUnavailable, Forbidden, Unauthenticated
 from ..core import startup_scripts as ss
 from ..errors import KubeApiError, ScriptSecretUnavailable, StartupScriptError, VerdaError
+from . import script_openapi
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,9 @@ def build_app(issuer: ScriptIssuer, auth: Authenticator,
     async def healthz(_: web.Request) -> web.StreamResponse:
         return web.json_response({"status": "ok"})
 
+    async def openapi_json(_: web.Request) -> web.StreamResponse:
+        return web.json_response(document)
+
     async def reaper(app: web.Application):
         async def loop() -> None:
             while True:
@@ -162,8 +167,10 @@ def build_app(issuer: ScriptIssuer, auth: Authenticator,
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    document = script_openapi.document()
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post("/script", script)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/openapi.json", openapi_json)
     app.cleanup_ctx.append(reaper)
     return app

@@ -31,22 +31,16 @@ At least `DASK_OPERATOR_API_SCHEMA_CASES` (default 1000) requests are sent;
 from __future__ import annotations
 
 import base64
-import collections
 import hashlib
-import math
 import os
 import random
 import time
 from pathlib import Path
 
 import pytest
-import requests
-import schemathesis
 import yaml
-from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
-from schemathesis import GenerationMode
-from schemathesis.core.failures import FailureGroup
+from schema_run import can_succeed, run_schema
 from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
                                                positive_data_acceptance, response_schema_conformance,
                                                status_code_conformance)
@@ -62,14 +56,6 @@ TIERS = ("Small", "medium-k8s", "GPU Small", "large-k8s")
 CREDENTIALS = {"authorization", "x-api-key", "x-domino-api-key"}
 SIMULATE = {"sandbox.dask.charmtx.com/simulate": "true"}
 KEEP = "keep"  # a drawn choice: keep the generated tier fields
-# (caller, data, weight): the share of the cases each gets
-RUNS = (("admin", GenerationMode.POSITIVE, 2), ("admin", GenerationMode.NEGATIVE, 2),
-        ("anonymous", GenerationMode.POSITIVE, 1))
-
-settings.register_profile(
-    "api-schema", deadline=None, database=None, print_blob=False, suppress_health_check=list(HealthCheck),
-    # no shrinking: against a real server it costs minutes; the failure's curl line is printed as found
-    phases=(Phase.explicit, Phase.generate))
 
 
 def simulated_cluster(owner: str) -> dict:
@@ -122,11 +108,6 @@ def no_server_error(ctx, response, case) -> None:
     assert documented, f"server error {response.status_code}: {response.text[:500]}"
 
 
-def refused_without_credentials(ctx, response, case) -> None:
-    if case.operation.definition.raw.get("security") != []:
-        assert response.status_code == 401, f"expected 401 without valid credentials, got {response.status_code}"
-
-
 def refused_for_what_exists(response) -> bool:
     """A 400 about the cluster's configuration, not the request's form: tiers are the
     ConfigMap's and worker groups the resource's, which no document can list (as a
@@ -140,18 +121,13 @@ def refused_for_what_exists(response) -> bool:
 def positive_data_accepted(ctx, response, case):
     """schemathesis's check, for operations that can succeed (the scale routes without a
     name document only errors: `400 cluster_name is required`)."""
-    if any(code.startswith("2") for code in case.operation.definition.raw["responses"]) \
-            and not refused_for_what_exists(response):
+    if can_succeed(case) and not refused_for_what_exists(response):
         return positive_data_acceptance(ctx, response, case)
     return None
 
 
 CHECKS = [no_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           positive_data_accepted, negative_data_rejection]
-
-
-def _has_inputs(op) -> bool:
-    return any(p.location != "header" for p in op.iter_parameters()) or bool(op.get_request_payload_content_types())
 
 
 def _aim(case, namespace: str, choice: tuple[bool, bool, str | None]) -> None:
@@ -170,55 +146,13 @@ def _aim(case, namespace: str, choice: tuple[bool, bool, str | None]) -> None:
 
 
 def test_generated_requests_conform_to_the_served_document(target: dict) -> None:
-    schema = schemathesis.openapi.from_url(f"{target['url']}/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
-    # operations without inputs (/healthz, /metrics) give one case each; the others share the
-    # target by weight, with a margin: Hypothesis stops early where it runs out of distinct cases
-    per_weight = math.ceil(CASES * 1.1 / sum(w * sum(map(_has_inputs, operations)) for _, _, w in RUNS))
-    session, failures = requests.Session(), []
-    counts: collections.Counter = collections.Counter()
-    statuses: collections.Counter = collections.Counter()
     often = st.sampled_from((True, True, True, False))
-    aim = st.tuples(often, often, st.sampled_from((KEEP, None, *TIERS)))
-    NO_AIM = st.just((False, False, KEEP))  # noqa: N806
-    started = time.monotonic()
-    print(f"\nschemathesis: {len(operations)} operations, seed {SEED}, target {CASES} cases")
-    for index, (caller, mode, weight) in enumerate(RUNS):
-        for number, op in enumerate(operations):
-            if mode is GenerationMode.NEGATIVE and not _has_inputs(op):
-                continue  # nothing to negate
-            checks = CHECKS + ([refused_without_credentials] if caller == "anonymous" else [])
-            # only the admin's allowed requests are aimed (a drawn choice: an operation without
-            # inputs must not count the same request many times over)
-            aimed = aim if caller == "admin" and mode is GenerationMode.POSITIVE and _has_inputs(op) else NO_AIM
-
-            @seed(SEED + 1000 * index + number)
-            @settings(settings.get_profile("api-schema"), max_examples=per_weight * weight)
-            @given(case=op.as_strategy(mode), choice=aimed)
-            def run(case, choice) -> None:
-                if caller == "admin":
-                    case.headers = {k: v for k, v in (case.headers or {}).items() if k.lower() not in CREDENTIALS}
-                    headers = {"Authorization": f"Bearer {target['token']}"}
-                else:
-                    headers = None
-                _aim(case, target["namespace"], choice)
-                response = case.call(base_url=target["url"], session=session, headers=headers, timeout=30)
-                counts[caller, mode.value, op.label] += 1
-                statuses[caller, op.label.split()[0], response.status_code] += 1
-                case.validate_response(response, checks=checks)
-
-            try:
-                run()
-            except (Exception, FailureGroup) as e:  # noqa: BLE001 -- every operation is tried, all failures reported
-                failures.append(f"{caller}/{mode.value} {op.label}: {type(e).__name__}: {e}")
-    took = time.monotonic() - started
-    total = sum(counts.values())
-    print(f"schemathesis: {total} cases in {took:.1f}s, seed {SEED}")
-    for key, n in sorted(statuses.items(), key=str):
-        print(f"  {key}: {n}")
-    assert not failures, f"{len(failures)} operations failed (seed {SEED}):\n\n" + "\n\n".join(failures)
-    assert total >= CASES, f"only {total} cases ran"
-    reached = {status for (caller, _, status) in statuses if caller == "admin"}
+    outcome = run_schema(target["url"], target["token"], cases=CASES, seed_=SEED, checks=CHECKS,
+                         credentials=CREDENTIALS, aim=st.tuples(often, often, st.sampled_from((KEEP, None, *TIERS))),
+                         no_aim=st.just((False, False, KEEP)),
+                         apply=lambda case, choice: _aim(case, target["namespace"], choice))
+    outcome.report(CASES)
+    statuses, reached = outcome.statuses, outcome.reached()
     assert {200, 400, 404} <= reached, f"the admin's requests did not reach the backends: {sorted(reached)}"
     assert statuses["admin", "POST", 200] + statuses["admin", "PATCH", 200] > 0, "no scale or restart succeeded"
     assert target["token"] not in target["log"].read_text(errors="replace"), "the token reached the API's log"

@@ -35,8 +35,9 @@ import httpx
 import pytest
 import yaml
 
-from helpers import ROOT, Kube, service_account_kubeconfig, wait_for
+from helpers import Kube, service_account_kubeconfig, wait_for
 from verda_nodes import NodeBridge
+from verda_scripts import NAMESPACE, RBAC_KINDS, deploy_verda, script_server_argv, token
 from verda_standin import VerdaStandIn
 
 from dask_operator import constants as c
@@ -46,7 +47,6 @@ from dask_operator.sandbox.cluster import free_ports
 
 pytestmark = pytest.mark.e2e
 
-NAMESPACE = "verda-nodes"  # deploy/verda's
 INSTANCE_TYPE = "8H100.80S.176V"  # 176 CPUs, 1480 GB, 8 H100 SXM5
 GROUPS = {"spot": "FIN-01", "fallback": "FIN-03", "idle": "ICE-01"}  # name -> location
 TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
@@ -54,11 +54,9 @@ CONFIG = {"node_configs": {
     name: {"image_type": "ubuntu-24.04-cuda-12.8-open-docker", "instance_option": "prefer_spot",
            "disk_size_gb": 100, "taints": [TAINT], "labels": {"nodepool": name}}
     for name in GROUPS}}
-RBAC_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 SCALE_UP_SECONDS = 90
 SCALE_DOWN_SECONDS = 90
 JOIN_TOKEN = f"join-{secrets.token_hex(12)}"  # the Secret's value: in each script, in no log
-SCRIPT_AUDIENCE = "startup-scripts"  # deploy/verda's
 
 
 @dataclass
@@ -83,29 +81,6 @@ class Verda:
         """The create requests the stand-in accepted for ``group``."""
         with self.api.lock:
             return [b for b in self.api.created if b.get("description") == group]
-
-
-def deploy_verda() -> list[dict]:
-    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "deploy" / "verda")], check=True,
-                         capture_output=True, text=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
-def script_server_argv(docs: list[dict], logs: Path, port: int, api_url: str) -> list[str]:
-    """deploy/verda's startup-script server command, on a loopback port, its template from its ConfigMap."""
-    (pod,) = [d["spec"]["template"]["spec"] for d in docs
-              if d["kind"] == "Deployment" and d["metadata"]["name"] == "startup-script-server"]
-    (template,) = [d["data"]["template.sh"] for d in docs
-                   if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "startup-script-template"]
-    (logs / "template.sh").write_text(template)
-    kept = [a for a in pod["containers"][0]["args"] if not a.startswith(("--port", "--template-file"))]
-    return [sys.executable, "-m", "dask_operator", *kept, "--address=127.0.0.1", f"--port={port}",
-            f"--template-file={logs / 'template.sh'}", f"--api-url={api_url}", "--reap-interval=1"]
-
-
-def token(kube: Kube, account: str, audience: str = SCRIPT_AUDIENCE) -> str:
-    return kube.kubectl("create", "token", account, "-n", NAMESPACE, f"--audience={audience}",
-                        "--duration=1h").stdout.strip()
 
 
 @pytest.fixture(scope="module")

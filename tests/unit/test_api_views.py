@@ -118,9 +118,22 @@ T = dt.datetime(2025, 9, 2, 15, 40, 0, tzinfo=UTC)
 
 @pytest.mark.parametrize("text, expected", [
     ("2025-09-02T15:40:00Z", T), ("2025-09-02T17:40:00+02:00", T), ("2025-09-02T15:40:00", T),
-    ("2025-09-02T15:40:00.250Z", T.replace(microsecond=250000))])
+    ("2025-09-02T15:40:00.250Z", T.replace(microsecond=250000)),
+    # schemathesis (tests/e2e/test_api_schema.py): valid RFC 3339 times whose UTC form Python
+    # cannot hold were a 500 ("date value out of range") on restart_head_status
+    ("0001-01-01T01:00:00+14:10", dt.datetime.min.replace(tzinfo=UTC)),
+    ("9999-12-31T23:00:00-02:00", dt.datetime.max.replace(tzinfo=UTC))])
 def test_parse_timestamp(text: str, expected: dt.datetime) -> None:
     assert views.parse_timestamp(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T01:00:00+14:10", "9999-12-31T23:00:00-02:00"])
+def test_times_past_pythons_range_still_compare_and_format(text: str) -> None:
+    """restart_head_status with such a started_at: a 200 saying whether the head is newer."""
+    since = views.parse_timestamp(text)
+    body = views.head_restart_status(None, since)
+    assert body["started_at"] == views.format_timestamp(since) and body["restarted"] is False
+    assert views.restart_started_at(since, T) == (since.replace(microsecond=0) if since < T else T)
 
 
 @pytest.mark.parametrize("text", ["", None, "yesterday", "2025-13-01T00:00:00Z"])

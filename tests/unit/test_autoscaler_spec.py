@@ -43,6 +43,11 @@ def body(**changes) -> dict:
                  id="cpu-fraction"),
     pytest.param(body(workload_type="DaemonSet"),
                  "workload_type must be one of Deployment, StatefulSet, ReplicaSet, Cluster", id="unknown-type"),
+    # schemathesis (tests/e2e/test_autoscaling_api_schema.py): an object or array was a 500 (unhashable)
+    pytest.param(body(workload_type={"n": []}),
+                 "workload_type must be one of Deployment, StatefulSet, ReplicaSet, Cluster", id="type-object"),
+    pytest.param(body(workload_type=["Deployment"], follow_desired_workers=True),
+                 "workload_type must be one of Deployment, StatefulSet, ReplicaSet, Cluster", id="type-array"),
     pytest.param(body(target_cpu_percent=...), NO_TARGET, id="no-target"),
     pytest.param(body(target_cpu_percent=0, target_gpu_percent=None), NO_TARGET, id="zero-and-null-are-no-target"),
     pytest.param(body(replicas=3), "unknown field(s): replicas", id="unknown-field"),

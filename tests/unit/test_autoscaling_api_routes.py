@@ -218,6 +218,8 @@ async def test_create_the_seed_example(world: World) -> None:
     pytest.param({"target_cpu_percent": 120}, "target_cpu_percent must be an integer between 0 and 100", id="percent"),
     pytest.param({"workload_type": "Job"}, "workload_type must be one of Deployment, StatefulSet, ReplicaSet, Cluster",
                  id="type"),
+    pytest.param({"workload_type": {"n": [{}]}},  # schemathesis: was a 500, "unhashable type: 'dict'"
+                 "workload_type must be one of Deployment, StatefulSet, ReplicaSet, Cluster", id="type-object"),
     pytest.param({"target_cpu_percent": None, "target_memory_percent": 0, "target_gpu_percent": None},
                  "at least one target is required: target_cpu_percent, target_memory_percent, target_gpu_percent "
                  "(or follow_desired_workers for a Cluster)", id="no-target"),
