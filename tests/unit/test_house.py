@@ -8,6 +8,7 @@
   needs (kr8s brings `cryptography` on its own account), and importing the
   operator loads no sandbox module.
 - No product module is over ~300 lines; reconcile.py stays a short pass.
+- No Role or ClusterRole anywhere under deploy/ grants a wildcard.
 """
 
 from __future__ import annotations
@@ -114,3 +115,18 @@ def test_test_modules_have_unique_basenames() -> None:
     in different folders stop the whole run at collection."""
     names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def _rbac_roles() -> list[tuple[str, dict]]:
+    import yaml
+    return [(str(f.relative_to(ROOT)), d) for f in sorted((ROOT / "deploy").rglob("*.yaml"))
+            for d in yaml.safe_load_all(f.read_text()) if d and d.get("kind") in ("Role", "ClusterRole")]
+
+
+def test_no_role_in_deploy_grants_a_wildcard() -> None:
+    roles = _rbac_roles()
+    assert len(roles) >= 10, "every Role and ClusterRole of deploy/ and its components is read"
+    for where, role in roles:
+        for rule in role.get("rules") or []:
+            for key, values in rule.items():
+                assert not any("*" in v for v in values), f"{where}: {role['metadata']['name']}: {key}: {values}"
