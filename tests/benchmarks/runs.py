@@ -37,10 +37,11 @@ def collection(obj: dict, namespace: str) -> str:
 
 
 async def wait_pods(obs: Observer, namespace: str, selector: str, predicate, timeout: float, what: str) -> list:
-    async def pods() -> list | None:
+    async def pods() -> tuple[list] | None:  # a tuple: "no pods" is an empty list, and falsy
         items = (await obs.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector))["items"]
-        return items if predicate(items) else None
-    return await async_wait_for(pods, timeout, what)
+        return (items,) if predicate(items) else None
+    (items,) = await async_wait_for(pods, timeout, what)
+    return items
 
 
 async def fresh_cluster(obs: Observer, who: Contender, name: str, real_workers: bool,
