@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "dask-operator"
 REQUEST_TIMEOUT_SECONDS = 60.0
+# A watch that delivers nothing for this long is taken for dead (a stalled
+# connection sends no reset) and resumed from the last resourceVersion, as
+# kopf does with its own watches (the same inactivity timeout): an idle watch
+# costs one request per 70 s instead of one per 300 s.
+WATCH_INACTIVITY_SECONDS = 70.0
 
 
 def _path(version: str, namespace: str | None, url: str) -> str:
@@ -105,7 +110,9 @@ class Kube:
         the list's resourceVersion. A watch the server ends (its timeout) or a
         dropped connection resumes from the last version seen, as client-go's
         reflector does; only the server's 410 Gone (or another ERROR event) makes
-        it list again, so an idle watcher costs one request per timeout."""
+        it list again, so an idle watcher costs one request per timeout. A stream
+        silent for `WATCH_INACTIVITY_SECONDS` (bookmarks included) counts as
+        dropped."""
         since: str | None = None
         while True:
             if since is None:
@@ -118,7 +125,7 @@ class Kube:
                       "allowWatchBookmarks": "true", "timeoutSeconds": "300"}
             try:
                 async with client.stream("GET", _path(version, namespace, plural), params=params,
-                                         timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, read=360)) as r:
+                                         timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, read=WATCH_INACTIVITY_SECONDS)) as r:
                     if r.is_error:
                         raise _error("WATCH", plural, r.status_code, (await r.aread()).decode(errors="replace"))
                     async for line in r.aiter_lines():

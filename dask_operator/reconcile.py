@@ -6,13 +6,14 @@ The pass, in order, each step idempotent:
    to the desired-workers poller (`SchedulerEndpoints`);
 2. workers: one scaling step (`workers.WorkerScaler`: create, delete what
    holds no data, retire the rest of the surplus through the scheduler);
-3. status: compute the whole status and patch it only when it changed.
+3. status: compute the whole status, patch it only when it changed, and post
+   a `SchedulerLost` Event when the scheduler stopped being ready.
 
 A blocked scale-down comes back in `Outcome.blocked`; the kopf layer turns it
 into a condition, an Event and a retry. While outdated workers wait for their
 replacements to register with the scheduler (which no pod event announces),
 the Cluster is reconciled again after `REQUEUE_SECONDS`. A deleted Cluster
-leaves nothing behind (`forget`), even when a pass of it ends later. No kopf here.
+leaves nothing behind (`forget`), even when a pass ends later. No kopf here.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .core import (
     status_changed,
 )
 from .core.pods import pod_ready
+from .core.status import cluster_event, scheduler_lost
 from .dask_scheduler import DaskSchedulerClient
 from .errors import DaskOperatorError, SchedulerUnreachable
 from .kube import Kube
@@ -59,13 +61,9 @@ class Reconciler:
         self._deleted: dict[str, None] = {}  # uids of deleted Clusters, oldest first
 
     def forget(self, namespace: str, name: str, uid: str | None = None) -> None:
-        """A deleted Cluster: drop its lock, requeue, scheduler URL and series.
-
-        A reconcile that read the Cluster before its deletion may still be
-        running, or start after this; its `uid` is remembered so that such a
-        pass drops what it recorded once it ends, instead of leaving a URL the
-        poller would ask forever.
-        """
+        """A deleted Cluster: drop its lock, requeue, scheduler URL and series. A pass that read
+        it before its deletion may still run, or start after this: its `uid` is remembered so
+        that such a pass drops what it recorded once it ends (no URL polled forever)."""
         if uid:
             self._deleted[uid] = None
             while len(self._deleted) > DELETED_REMEMBERED:
@@ -139,9 +137,12 @@ class Reconciler:
             blocked_reason=blocked.reason if blocked else None,
             blocked_message=str(blocked) if blocked else None,
             previous=previous,
-            now=utcnow(),
+            now=(now := utcnow()),
         )
         if status_changed(previous, status):
             await self.kube.patch(c.API_VERSION, c.PLURAL, spec.namespace, spec.name, {"status": status}, "status")
+        if lost := scheduler_lost(previous, status):  # a Warning Event, and its log line
+            log.warning("%s/%s: SchedulerLost: %s", spec.namespace, spec.name, lost)
+            await self.kube.create("v1", "events", spec.namespace, cluster_event(spec, "SchedulerLost", lost, now))
         metrics.record_status(spec.namespace, spec.name, status)
         return status

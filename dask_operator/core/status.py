@@ -19,6 +19,11 @@ only when ``status`` does):
 Conditions of other types (the autoscaler's ``Autoscaling``) are carried over
 from ``previous`` as they are.
 
+Events (`scheduler_lost`, `cluster_event`): ``Available`` turning from True to
+False is a lost scheduler (its pod deleted, restarted or on a lost node): one
+Warning ``SchedulerLost``. Its workers keep their pods; nothing is deleted for
+it, and they register again once the scheduler is back.
+
 Values that are unknown are ``None``: in a merge patch ``None`` removes the
 field, and ``status_changed`` treats ``None`` and absent alike.
 """
@@ -137,6 +142,35 @@ def _progress(
     if ready < count:
         return "WaitingForWorkers", f"{ready} of {count} workers ready"
     return None
+
+
+def scheduler_lost(previous: Mapping | None, status: Mapping) -> str | None:
+    """The message of a ``SchedulerLost`` Event when ``Available`` went from True to False, else None."""
+    before = conditions_by_type(previous).get(c.COND_AVAILABLE) or {}
+    after = conditions_by_type(status).get(c.COND_AVAILABLE) or {}
+    if before.get("status") != "True" or after.get("status") != "False":
+        return None
+    count = status.get("workers", {}).get("count", 0)
+    return (f"the scheduler is not ready (its pod deleted, restarting or on a lost node); the {count} "
+            f"workers keep their pods and register again once it is back")
+
+
+def cluster_event(spec: ClusterSpec, reason: str, message: str, now: str, type_: str = "Warning") -> dict[str, Any]:
+    """A core/v1 Event about the Cluster, as the operator posts it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{spec.name}.", "namespace": spec.namespace},
+        "involvedObject": {"apiVersion": c.API_VERSION, "kind": c.KIND, "name": spec.name,
+                           "namespace": spec.namespace, "uid": spec.uid},
+        "type": type_,
+        "reason": reason,
+        "message": message,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "source": {"component": "dask-operator"},
+    }
 
 
 def conditions_by_type(previous: Mapping | None) -> dict[str, Mapping]:

@@ -132,6 +132,7 @@ class FakeKube:
         self.graceful_delete = False
         self._clock = itertools.count(0)
         self._uids = itertools.count(1)
+        self._generated = itertools.count(1)  # suffixes of generateName
         self._rv = itertools.count(1)
         self._failures: list[tuple[str, str | None, BaseException]] = []
         self._hooks: list[tuple[str, str | None, Callable[[Call], Any]]] = []
@@ -197,13 +198,14 @@ class FakeKube:
         return self.object(version, plural, namespace, name)
 
     async def create(self, version: str, plural: str, namespace: str | None, body: Mapping) -> bool:
-        await self._enter(Call("create", version, plural, namespace, body["metadata"]["name"],
-                               body=copy.deepcopy(dict(body))))
-        key = (version, plural, namespace, body["metadata"]["name"])
+        name = body["metadata"].get("name") or f"{body['metadata']['generateName']}{next(self._generated):05x}"
+        await self._enter(Call("create", version, plural, namespace, name, body=copy.deepcopy(dict(body))))
+        key = (version, plural, namespace, name)
         if key in self.store:
             return False
         obj = copy.deepcopy(dict(body))
         meta = obj["metadata"]
+        meta["name"] = name
         if namespace is not None:
             meta["namespace"] = namespace
         meta.pop("uid", None)

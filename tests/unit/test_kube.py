@@ -10,7 +10,8 @@ Rules:
 - any other error raises KubeApiError(code) and counts in dask_operator_api_errors_total;
 - watch yields the listed items as ADDED, then the streamed events without
   BOOKMARKs; it lists again only after an ERROR event (410 Gone), and resumes a
-  broken or ended stream from the last resourceVersion seen (bookmarks count).
+  broken or ended stream from the last resourceVersion seen (bookmarks count),
+  and a stream silent for WATCH_INACTIVITY_SECONDS counts as broken;
 - httpcore finds sniffio (a dependency): without it, each request pays ~11
   failed imports, each a search of sys.path.
 The last section checks that the fakes other unit tests use keep this contract.
@@ -28,7 +29,7 @@ from prometheus_client import REGISTRY
 
 from dask_operator import constants as c
 from dask_operator.errors import KubeApiError
-from dask_operator.kube import FIELD_MANAGER, Kube
+from dask_operator.kube import FIELD_MANAGER, WATCH_INACTIVITY_SECONDS, Kube
 
 SERVER = "https://k8s.test:6443"
 
@@ -306,6 +307,9 @@ async def test_watch_yields_listed_items_as_added_then_events_without_bookmarks(
         "labelSelector": "x,y=z", "watch": "true", "resourceVersion": "10", "allowWatchBookmarks": "true",
         "timeoutSeconds": "300",
     }
+    # a stalled stream (no bytes, no reset) is given up well before the server would end it
+    assert watch_request.extensions["timeout"]["read"] == WATCH_INACTIVITY_SECONDS
+    assert WATCH_INACTIVITY_SECONDS < int(watch_request.url.params["timeoutSeconds"]) / 2
 
 
 async def test_watch_relists_after_an_error_event():

@@ -802,3 +802,20 @@ async def test_a_cluster_waiting_for_a_replacement_to_register_is_reconciled_aga
 
     await async_wait_for(old_one_gone, 5, "the requeued reconcile to retire an old worker", interval=0.01)
     assert env.kube.writes("pods") == retires(1)
+
+
+# ---------------------------------------------------------------- a lost scheduler
+
+
+async def test_a_lost_scheduler_posts_one_warning_and_deletes_no_worker():
+    env = make_env(2, serving(0, 1))
+    await env.reconcile()  # Available=True
+    env.kube.add("v1", "pods", scheduler_pod(ready=False))  # its pod deleted, restarting, or its node lost
+    before = env.worker_names()
+    await env.reconcile()
+    await env.reconcile()
+    events = [call.body for call in env.kube.calls_of("create", "events")]
+    assert [(e["type"], e["reason"]) for e in events] == [("Warning", "SchedulerLost")]
+    assert events[0]["involvedObject"]["name"] == NAME and "2 workers keep their pods" in events[0]["message"]
+    assert env.worker_names() == before
+    assert not env.kube.writes("pods"), "no pod created, annotated or deleted for it"

@@ -1,4 +1,4 @@
-"""compute_status and status_changed, table-driven."""
+"""compute_status, status_changed and the SchedulerLost Event (scheduler_lost, cluster_event), table-driven."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from dask_operator.core.plan import WorkerPod
 from dask_operator.core.spec import ClusterSpec
-from dask_operator.core.status import compute_status, status_changed
+from dask_operator.core.status import cluster_event, compute_status, scheduler_lost, status_changed
 
 BEFORE, NOW = "2024-01-01T00:00:00Z", "2024-01-01T00:05:00Z"
 ADDRESS = "tcp://dask-scheduler.ns.svc:8786"
@@ -155,3 +155,40 @@ def test_recomputing_is_stable():
 )
 def test_status_changed(old, new, changed):
     assert status_changed(old, new) is changed
+
+
+# ---------------------------------------------------------------- the SchedulerLost Event
+
+
+@pytest.mark.parametrize(
+    "before, ready_now, lost",
+    [
+        pytest.param(True, False, True, id="ready-then-not-is-lost"),
+        pytest.param(True, True, False, id="still-ready"),
+        pytest.param(False, False, False, id="still-not-ready"),
+        pytest.param(False, True, False, id="becomes-ready"),
+        pytest.param(None, False, False, id="first-status-not-ready"),
+    ],
+)
+def test_scheduler_lost_only_when_available_turns_false(before, ready_now, lost):
+    previous = None if before is None else status(2, [pod(0), pod(1)], ready=before)
+    now = status(2, [pod(0), pod(1)], ready=ready_now, previous=previous)
+    message = scheduler_lost(previous, now)
+    assert (message is not None) == lost
+    if lost:
+        assert "2 workers keep their pods" in message
+
+
+def test_recomputing_after_a_loss_reports_it_once():
+    lost = status(2, [pod(0), pod(1)], ready=False, previous=status(2, [pod(0), pod(1)]))
+    again = status(2, [pod(0), pod(1)], ready=False, previous=lost)
+    assert scheduler_lost(lost, again) is None
+
+
+def test_cluster_event_is_about_the_cluster():
+    event = cluster_event(spec(1), "SchedulerLost", "gone", NOW)
+    assert event["involvedObject"] == {"apiVersion": "dask.charmtx.com/v1alpha1", "kind": "Cluster",
+                                       "name": "dask", "namespace": "ns", "uid": "u-1"}
+    assert (event["type"], event["reason"], event["message"]) == ("Warning", "SchedulerLost", "gone")
+    assert event["metadata"] == {"generateName": "dask.", "namespace": "ns"}
+    assert event["firstTimestamp"] == event["lastTimestamp"] == NOW
