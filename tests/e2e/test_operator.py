@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from distributed import Client
 
-from helpers import ROOT, Kube, OperatorPod, host_operator, operator_pods, wait_for
+from helpers import ROOT, Kube, OperatorPod, operator_pods, wait_for
 
 from dask_operator.core.pods import pod_ready
 from dask_operator.sandbox.netns import pod_pids
@@ -276,87 +276,6 @@ def test_scale_down_blocked_while_scheduler_unreachable(
 
 
 # --------------------------------------------------------------------- crash
-CRASH_REPLICAS = 100
-
-
-@pytest.mark.parametrize("k", [1, 10, 50], ids=lambda k: f"after-{k}-creations")
-def test_sigkill_mid_scale_up_ends_with_exactly_desired(
-        kube: Kube, sandbox, operator: OperatorPod, namespace: str, tmp_path: Path, k: int) -> None:
-    """SIGKILL the operator (run on the host by `host_operator`, one create at a
-    time) once k of the 100 worker pods of a 0 -> 100 scale exist. Once the
-    restarted operator answers, it reaches exactly 100 within 5 s: every name
-    once, no pod ever created twice (each name keeps the uid first seen), none
-    owned by anything but the Cluster, nothing else in the namespace."""
-    kube.apply(cluster("crash", 0, simulate_workers=True), namespace)
-    wait_for(lambda: status(kube, namespace, "crash").get("observedGeneration"), 30, "the Cluster reconciled")
-    with host_operator(kube, tmp_path) as op:
-        op.restart(env={"DASK_OPERATOR_API_CONCURRENCY": "1"})  # one create at a time: the kill lands mid-scale
-        wait_for(lambda: operator_answers(op), 60, "the operator up")
-        watch = PodNames(kube, namespace, "dask.charmtx.com/role=worker")
-        try:
-            scale(kube, namespace, "crash", CRASH_REPLICAS)
-            wait_for(lambda: len(watch.first_uid) >= k, 60, f"{k} worker pods created", interval=0.01)
-            op.kill()
-            at_kill = len(kube.pods(namespace, "dask.charmtx.com/role=worker"))
-            print(f"\noperator SIGKILLed with {at_kill} of {CRASH_REPLICAS} worker pods created")
-            assert k <= at_kill < CRASH_REPLICAS, "the kill landed mid-scale"
-
-            op.restart(env={})
-            wait_for(lambda: operator_answers(op), 60, "the operator up again")
-            up = time.monotonic()
-            wait_for(lambda: len(kube.pods(namespace, "dask.charmtx.com/role=worker")) >= CRASH_REPLICAS, 5,
-                     f"{CRASH_REPLICAS} worker pods within 5 s of the restarted operator answering")
-            print(f"{CRASH_REPLICAS} pods {time.monotonic() - up:.2f} s after the restarted operator answered")
-            wait_for(lambda: status(kube, namespace, "crash").get("workers", {}).get("count") == CRASH_REPLICAS,
-                     30, f"status count={CRASH_REPLICAS}")
-            pods = kube.pods(namespace, "dask.charmtx.com/role=worker")
-            uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
-            wait_for(lambda: len(watch.first_uid) >= len(uids), 10, "the watch caught up")
-        finally:
-            watch.stop()
-    names = sorted(p["metadata"]["name"] for p in pods)
-    assert names == sorted(f"crash-worker-{i}" for i in range(CRASH_REPLICAS))
-    assert uids == watch.first_uid, "no pod created twice: each name keeps the uid first seen"
-    uid = kube.get(CLUSTERS, "crash", "-n", namespace)["metadata"]["uid"]
-    assert all(p["metadata"]["ownerReferences"][0]["uid"] == uid for p in pods), "no orphans"
-    assert len(kube.get("pods", "-n", namespace)["items"]) == CRASH_REPLICAS + 1, "the workers and the scheduler"
-
-
-def operator_answers(op) -> bool:
-    """The host operator's metrics endpoint answers (it serves once the operator runs)."""
-    import urllib.request
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-class PodNames:
-    """A raw pod watch (`kubectl get --raw`, one JSON event per line, unbuffered) read
-    in a thread: the uid each pod name was first seen with."""
-
-    def __init__(self, kube: Kube, namespace: str, selector: str) -> None:
-        import threading
-        import urllib.parse
-        self.first_uid: dict[str, str] = {}
-        query = urllib.parse.urlencode({"watch": "true", "labelSelector": selector})
-        self._proc = subprocess.Popen(
-            ["kubectl", f"--kubeconfig={kube.kubeconfig}", "get", "--raw",
-             f"/api/v1/namespaces/{namespace}/pods?{query}"], stdout=subprocess.PIPE, text=True)
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        for line in self._proc.stdout:
-            meta = json.loads(line)["object"]["metadata"]
-            self.first_uid.setdefault(meta["name"], meta["uid"])
-
-    def stop(self) -> None:
-        self._proc.kill()
-        self._thread.join(5)
-
-
 # ---------------------------------------------------------------- validation
 @pytest.mark.parametrize("workers_spec, message", [
     pytest.param({"replicas": -1}, "spec.workers.replicas: Invalid value: -1", id="negative-replicas"),
