@@ -201,6 +201,14 @@ class HostOperator:
         )
         out.close()
 
+    def answers(self) -> bool:
+        """Its /metrics answers (served from the start of `operator.run`)."""
+        import httpx
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def kill(self) -> None:
         """SIGKILL: no cleanup, as a crash."""
         assert self.process is not None

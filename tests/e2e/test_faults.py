@@ -21,7 +21,6 @@ import subprocess
 import threading
 import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -47,7 +46,7 @@ def test_sigkill_mid_scale_up_ends_with_exactly_desired(
     wait_for(lambda: status(kube, namespace, "crash").get("observedGeneration"), 30, "the Cluster reconciled")
     with host_operator(kube, tmp_path) as op:
         op.restart(env={"DASK_OPERATOR_API_CONCURRENCY": "1"})  # one create at a time: the kill lands mid-scale
-        wait_for(lambda: operator_answers(op), 60, "the operator up")
+        wait_for(op.answers, 60, "the operator up")
         watch = PodNames(kube, namespace, "dask.charmtx.com/role=worker")
         try:
             scale(kube, namespace, "crash", CRASH_REPLICAS)
@@ -58,7 +57,7 @@ def test_sigkill_mid_scale_up_ends_with_exactly_desired(
             assert k <= at_kill < CRASH_REPLICAS, "the kill landed mid-scale"
 
             op.restart(env={})
-            wait_for(lambda: operator_answers(op), 60, "the operator up again")
+            wait_for(op.answers, 60, "the operator up again")
             up = time.monotonic()
             wait_for(lambda: len(kube.pods(namespace, "dask.charmtx.com/role=worker")) >= CRASH_REPLICAS, 5,
                      f"{CRASH_REPLICAS} worker pods within 5 s of the restarted operator answering")
@@ -90,7 +89,7 @@ def test_sigkill_between_retirement_and_deletion_loses_nothing(
     kube.apply(cluster("retire", 6), namespace)
     with host_operator(kube, tmp_path) as op:
         op.restart(env={"DASK_OPERATOR_API_CONCURRENCY": "1"})
-        wait_for(lambda: operator_answers(op), 60, "the operator up")
+        wait_for(op.answers, 60, "the operator up")
         with client_for(kube, namespace, "retire") as client:
             client.wait_for_workers(6, timeout=120)
             futures = client.map(lambda i: bytes(10_000) + i.to_bytes(4, "big"), range(300), pure=False)
@@ -106,7 +105,7 @@ def test_sigkill_between_retirement_and_deletion_loses_nothing(
                 assert annotated_alive, "the kill landed between a retirement and its pod's deletion"
 
                 op.restart(env={})
-                wait_for(lambda: operator_answers(op), 60, "the operator up again")
+                wait_for(op.answers, 60, "the operator up again")
                 up = time.monotonic()
                 wait_for(lambda: len(workers(kube, namespace, "retire")) == 1, 5,
                          "1 worker pod within 5 s of the restarted operator answering")
@@ -120,15 +119,6 @@ def test_sigkill_between_retirement_and_deletion_loses_nothing(
                 and (e.get("lost-computed-tasks") or e.get("lost-scattered-tasks"))]
     assert not lost, f"workers left with data: {lost}"
     wait_for(lambda: status(kube, namespace, "retire").get("workers", {}).get("count") == 1, 30, "status count=1")
-
-
-def operator_answers(op) -> bool:
-    """The host operator's metrics endpoint answers (it serves once the operator runs)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 class PodNames:
