@@ -46,8 +46,9 @@ class RetireIncomplete(DaskOperatorError):
 class KubeApiError(DaskOperatorError):
     """The Kubernetes API answered with an error status, or could not be reached (code 0)."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, status_reason: str = "") -> None:
         self.code = code
+        self.status_reason = status_reason  # the API Status' reason: "AlreadyExists", "Conflict", ...
         super().__init__(f"HTTP {code}: {message}")
 
 

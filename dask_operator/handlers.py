@@ -11,7 +11,10 @@
   started here too, applies it to Clusters with `spec.autoscaling`.
 * A timer re-reconciles every Cluster as a safety net.
 
-Errors from the domain are translated here and nowhere else.
+Errors from the domain are translated here and nowhere else. A pass that
+failed on an API error is retried by the `Reconciler` itself, so the handler
+only logs it: a kopf retry would hold every later change of that Cluster
+back until its delay ran out.
 """
 
 from __future__ import annotations
@@ -118,6 +121,9 @@ async def cluster_reconcile(body: kopf.Body, logger: logging.Logger, retry: int,
         outcome = await _reconciler().reconcile(dict(body), apply_children=not scale_only(diff))
     except InvalidSpec as e:
         raise kopf.PermanentError(f"invalid spec: {e}") from e
+    except DaskOperatorError as e:
+        logger.warning(f"reconcile failed, the operator retries it: {e}")
+        return
     _report(body, outcome, logger, retry)
 
 

@@ -27,6 +27,13 @@ REQUEST_TIMEOUT_SECONDS = 60.0
 # kopf does with its own watches (the same inactivity timeout): an idle watch
 # costs one request per 70 s instead of one per 300 s.
 WATCH_INACTIVITY_SECONDS = 70.0
+# A write answered 409 Conflict (the server lost an optimistic-concurrency race
+# of its own, as on a ResourceQuota) is sent again this many times, after
+# 0.05, 0.1 and 0.2 s: our creates and patches carry no resourceVersion, so
+# repeating one is what a fresh read would lead to. A uid precondition that
+# failed is also a 409 Conflict, and final.
+CONFLICT_RETRIES = 3
+CONFLICT_BACKOFF_SECONDS = 0.05
 
 
 def _path(version: str, namespace: str | None, url: str) -> str:
@@ -37,13 +44,20 @@ def _path(version: str, namespace: str | None, url: str) -> str:
 
 
 def _error(method: str, url: str, code: int, text: str) -> KubeApiError:
-    """The API's error as a KubeApiError with its message, counted."""
+    """The API's error as a KubeApiError with its message and reason, counted."""
     metrics.API_ERRORS.labels(method=method, code=str(code)).inc()
     try:
-        message = json.loads(text).get("message", text)
+        body = json.loads(text)
+        message, reason = body.get("message", text), str(body.get("reason") or "")
     except (ValueError, AttributeError):
-        message = text
-    return KubeApiError(code, f"{method} {url}: {message}")
+        message, reason = text, ""
+    return KubeApiError(code, f"{method} {url}: {message}", reason)
+
+
+def _retried_conflict(method: str, error: KubeApiError) -> bool:
+    """A write the server refused for a race of its own: worth sending again."""
+    return (method != "GET" and error.code == 409 and error.status_reason == "Conflict"
+            and "Precondition failed" not in str(error))
 
 
 class Kube:
@@ -82,20 +96,27 @@ class Kube:
             self._http = None
 
     async def _call(self, method: str, version: str, namespace: str | None, url: str, **kwargs) -> Any:
-        for attempt in (1, 2):
+        """One request; a 401 re-authenticates once, a retryable 409 is sent again."""
+        reauthenticated, conflicts = False, 0
+        while True:
             client = await self._client()
             try:
                 response = await client.request(method, _path(version, namespace, url), **kwargs)
             except httpx.HTTPError as e:  # connection refused, reset, timed out
                 metrics.API_ERRORS.labels(method=method, code="transport").inc()
                 raise KubeApiError(0, f"{method} {url}: {type(e).__name__}: {e}") from e
-            if response.status_code == 401 and attempt == 1:
+            if response.status_code == 401 and not reauthenticated:
+                reauthenticated = True
                 await self._reauthenticate(client)
                 continue
-            break
-        if response.is_error:
-            raise _error(method, url, response.status_code, response.text)
-        return response.json() if response.content else None
+            if not response.is_error:
+                return response.json() if response.content else None
+            error = _error(method, url, response.status_code, response.text)
+            if conflicts < CONFLICT_RETRIES and _retried_conflict(method, error):
+                await asyncio.sleep(CONFLICT_BACKOFF_SECONDS * 2 ** conflicts)
+                conflicts += 1
+                continue
+            raise error
 
     async def _reauthenticate(self, failed: httpx.AsyncClient) -> None:
         """New credentials (e.g. a rotated ServiceAccount token), once for a burst of 401s:
@@ -166,13 +187,13 @@ class Kube:
             raise
 
     async def create(self, version: str, plural: str, namespace: str, body: Mapping) -> bool:
-        """Create; False when an object of that name exists already (409)."""
+        """Create; False when an object of that name exists already (409 AlreadyExists)."""
         try:
             await self._call("POST", version, namespace, plural, content=json.dumps(body),
                              headers={"Content-Type": "application/json"})
             return True
         except KubeApiError as e:
-            if e.code == 409:
+            if e.code == 409 and e.status_reason == "AlreadyExists":
                 return False
             raise
 

@@ -12,7 +12,10 @@ The pass, in order, each step idempotent:
 A blocked scale-down comes back in `Outcome.blocked`; the kopf layer turns it
 into a condition, an Event and a retry. While outdated workers wait for their
 replacements to register with the scheduler (which no pod event announces),
-the Cluster is reconciled again after `REQUEUE_SECONDS`. A deleted Cluster
+the Cluster is reconciled again after `REQUEUE_SECONDS`. A pass that fails
+on an API error (a conflict `Kube` did not retry away, a timeout, an outage)
+is retried here, with back-off (`requeue.Requeue`); whoever asked for it
+(kopf, the pod watch, the resync) only logs the failure. A deleted Cluster
 leaves nothing behind (`forget`), even when a pass ends later. No kopf here.
 """
 
@@ -36,8 +39,9 @@ from .core import (
 from .core.pods import pod_ready
 from .core.status import cluster_event, scheduler_lost
 from .dask_scheduler import DaskSchedulerClient
-from .errors import DaskOperatorError, SchedulerUnreachable
+from .errors import DaskOperatorError, InvalidSpec, SchedulerUnreachable
 from .kube import Kube
+from .requeue import Requeue
 from .scheduler_access import SchedulerAccess, SchedulerEndpoints
 from .workers import Outcome, Scaled, WorkerScaler, utcnow
 
@@ -57,7 +61,7 @@ class Reconciler:
         self.endpoints = endpoints
         self.workers = WorkerScaler(kube, dask)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._requeued: dict[tuple[str, str], asyncio.Task] = {}
+        self.requeue = Requeue(self.reconcile_by_name)
         self._deleted: dict[str, None] = {}  # uids of deleted Clusters, oldest first
 
     def forget(self, namespace: str, name: str, uid: str | None = None) -> None:
@@ -72,49 +76,47 @@ class Reconciler:
 
     def _drop(self, key: tuple[str, str]) -> None:
         self._locks.pop(key, None)
-        if task := self._requeued.pop(key, None):
-            task.cancel()
+        self.requeue.forget(key)
         self.endpoints.forget(key)
         metrics.forget_cluster(*key)
 
     async def reconcile_by_name(self, namespace: str, name: str) -> None:
         """Refresh a Cluster after one of its pods changed (children not re-applied)."""
-        body = await self.kube.get(c.API_VERSION, c.PLURAL, namespace, name)
+        try:
+            body = await self.kube.get(c.API_VERSION, c.PLURAL, namespace, name)
+        except DaskOperatorError:
+            self.requeue.failed((namespace, name), apply_children=False)
+            raise
         if body is not None and not body["metadata"].get("deletionTimestamp"):
             await self.reconcile(body, apply_children=False)
 
     async def reconcile(self, body: dict, *, apply_children: bool) -> Outcome:
         spec = ClusterSpec.from_resource(body)
+        key = (spec.namespace, spec.name)
+        apply_children = apply_children or self.requeue.children_due(key)
         start = time.perf_counter()
         try:
-            async with self._locks.setdefault((spec.namespace, spec.name), asyncio.Lock()):
+            async with self._locks.setdefault(key, asyncio.Lock()):
                 try:
                     scheduler_pods, url = await self._scheduler(spec, apply_children)
                     scaled = await self.workers.scale(spec, url)
                     status = await self._status(spec, body.get("status") or {}, scheduler_pods, scaled)
                 finally:
                     metrics.RECONCILE_SECONDS.observe(time.perf_counter() - start)
+        except InvalidSpec:
+            raise
+        except DaskOperatorError:
+            if spec.uid not in self._deleted:
+                self.requeue.failed(key, apply_children)
+            raise
+        else:
+            self.requeue.succeeded(key, apply_children)
         finally:
             if spec.uid and spec.uid in self._deleted:  # deleted while this pass ran
                 self._drop((spec.namespace, spec.name))
         if scaled.waiting and spec.uid not in self._deleted:
-            self._requeue(spec.namespace, spec.name)
+            self.requeue.later(key, REQUEUE_SECONDS)
         return Outcome(spec.replicas, status, scaled)
-
-    def _requeue(self, namespace: str, name: str) -> None:
-        """Reconcile this Cluster again in `REQUEUE_SECONDS` (once, however often asked)."""
-        key = (namespace, name)
-
-        async def later() -> None:
-            await asyncio.sleep(REQUEUE_SECONDS)
-            del self._requeued[key]
-            try:
-                await self.reconcile_by_name(namespace, name)
-            except DaskOperatorError as e:
-                log.warning("%s/%s: requeued reconcile failed: %s", namespace, name, e)
-
-        if key not in self._requeued:
-            self._requeued[key] = asyncio.get_running_loop().create_task(later())
 
     async def _scheduler(self, spec: ClusterSpec, apply_children: bool) -> tuple[list[dict], str | None]:
         if apply_children:

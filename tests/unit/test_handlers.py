@@ -104,3 +104,14 @@ async def test_resync_logs_errors_and_does_not_reapply_children(events, reconcil
     assert fake.calls == [False]
     assert "resync failed: HTTP 0: GET pods: ConnectError" in caplog.text
     assert events == []
+
+
+async def test_an_api_error_is_logged_not_retried_by_kopf(events, reconciler, caplog):
+    """The reconciler retries a failed pass itself; a kopf retry would hold every
+    later change of the Cluster back until its delay ran out."""
+    fake = reconciler(error=KubeApiError(409, "PATCH clusters/status: conflict", "Conflict"))
+    with caplog.at_level(logging.WARNING, logger="test"):
+        await handlers.cluster_reconcile(body=BODY, logger=LOG, retry=0)
+    assert fake.calls == [True]
+    assert "reconcile failed, the operator retries it: HTTP 409" in caplog.text
+    assert events == []

@@ -3,8 +3,12 @@
 Rules:
 - core `v1` lives under /api/v1, every group version under /apis/<group>/<version>;
   a namespace adds /namespaces/<ns>, None means cluster-scoped (or all namespaces);
-- create -> False on 409, get/patch -> None on 404, delete -> False on 404/409,
-  delete sends propagationPolicy Background and the uid precondition when given;
+- create -> False on 409 AlreadyExists, get/patch -> None on 404, delete ->
+  False on 404/409, delete sends propagationPolicy Background and the uid
+  precondition when given;
+- a write answered 409 Conflict is sent again up to CONFLICT_RETRIES times
+  (the same request: ours carry no resourceVersion), then raises; a failed uid
+  precondition (also 409 Conflict) is final;
 - apply is a server-side apply (application/apply-patch+yaml, fieldManager, force);
 - a 401 re-authenticates once and retries once with the new token;
 - any other error raises KubeApiError(code) and counts in dask_operator_api_errors_total;
@@ -29,7 +33,8 @@ from prometheus_client import REGISTRY
 
 from dask_operator import constants as c
 from dask_operator.errors import KubeApiError
-from dask_operator.kube import FIELD_MANAGER, WATCH_INACTIVITY_SECONDS, Kube
+from dask_operator import kube as kube_module
+from dask_operator.kube import CONFLICT_RETRIES, FIELD_MANAGER, WATCH_INACTIVITY_SECONDS, Kube
 
 SERVER = "https://k8s.test:6443"
 
@@ -58,8 +63,9 @@ def kube_for(server: Server, token: str | None = "token-1") -> Kube:
     return Kube(FakeApi(token), transport=httpx.MockTransport(server))
 
 
-def status(code: int, message: str = "nope") -> httpx.Response:
-    return httpx.Response(code, json={"kind": "Status", "code": code, "message": message})
+def status(code: int, message: str = "nope", reason: str | None = None) -> httpx.Response:
+    body = {"kind": "Status", "code": code, "message": message}
+    return httpx.Response(code, json=body | ({"reason": reason} if reason else {}))
 
 
 def errors_total(method: str, code: int) -> float:
@@ -128,10 +134,46 @@ async def test_no_token_sends_no_authorization_header():
     [pytest.param(201, True, id="created"), pytest.param(409, False, id="409-exists")],
 )
 async def test_create(code, expected):
-    server = Server(httpx.Response(code, json=POD) if code < 400 else status(code))
+    server = Server(httpx.Response(code, json=POD) if code < 400 else status(code, reason="AlreadyExists"))
     assert await kube_for(server).create("v1", "pods", "ns", POD) is expected
     assert json.loads(server.last.content) == POD
     assert server.last.headers["content-type"] == "application/json"
+
+
+CONFLICT = status(409, "Operation cannot be fulfilled on pods: the object has been modified", "Conflict")
+PRECONDITION = status(409, "Precondition failed: UID in precondition: u-1, UID in object meta: u-2", "Conflict")
+
+
+@pytest.mark.parametrize(
+    "call, answers, result, requests",
+    [
+        pytest.param(lambda k: k.create("v1", "pods", "ns", POD), [CONFLICT, httpx.Response(201, json=POD)],
+                     True, 2, id="create-conflict-then-created"),
+        pytest.param(lambda k: k.create("v1", "pods", "ns", POD), [CONFLICT], KubeApiError, 1 + CONFLICT_RETRIES,
+                     id="create-conflict-every-time-raises-not-exists"),
+        pytest.param(lambda k: k.patch("v1", "pods", "ns", "p", {}), [CONFLICT, CONFLICT, httpx.Response(200, json=POD)],
+                     POD, 3, id="patch-conflict-twice-then-patched"),
+        pytest.param(lambda k: k.apply("v1", "services", "ns", {"metadata": {"name": "s"}}),
+                     [CONFLICT, httpx.Response(200, json=POD)], POD, 2, id="apply-conflict-then-applied"),
+        pytest.param(lambda k: k.delete("v1", "pods", "ns", "p", "u-1"), [CONFLICT, httpx.Response(200, json={})],
+                     True, 2, id="delete-conflict-then-deleted"),
+        pytest.param(lambda k: k.delete("v1", "pods", "ns", "p", "u-1"), [PRECONDITION], False, 1,
+                     id="delete-failed-precondition-is-final"),
+        pytest.param(lambda k: k.create("v1", "pods", "ns", POD), [status(409, reason="AlreadyExists")], False, 1,
+                     id="create-already-exists-is-final"),
+    ],
+)
+async def test_conflicting_writes_are_sent_again(call, answers, result, requests, monkeypatch):
+    monkeypatch.setattr(kube_module, "CONFLICT_BACKOFF_SECONDS", 0.0)
+    server = Server(*answers)
+    if result is KubeApiError:
+        with pytest.raises(KubeApiError) as raised:
+            await call(kube_for(server))
+        assert raised.value.code == 409 and raised.value.status_reason == "Conflict"
+    else:
+        assert await call(kube_for(server)) == result
+    assert len(server.requests) == requests
+    assert len({r.content for r in server.requests}) == 1, "the same request each time"
 
 
 @pytest.mark.parametrize(

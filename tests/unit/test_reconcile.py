@@ -162,7 +162,7 @@ def no_requeue_outlives_its_test():
     yield
     while RECONCILERS:
         reconciler = RECONCILERS.pop()
-        for namespace, name in list(reconciler._requeued):
+        for namespace, name in reconciler.requeue.pending():
             reconciler.forget(namespace, name)
 
 
@@ -819,3 +819,62 @@ async def test_a_lost_scheduler_posts_one_warning_and_deletes_no_worker():
     assert events[0]["involvedObject"]["name"] == NAME and "2 workers keep their pods" in events[0]["message"]
     assert env.worker_names() == before
     assert not env.kube.writes("pods"), "no pod created, annotated or deleted for it"
+
+
+# ---------------------------------------------------------------- a failed pass is retried by the reconciler
+
+
+@pytest.mark.parametrize("verb, apply_children, error", [
+    pytest.param("create", False, KubeApiError(409, "POST pods: conflict", "Conflict"), id="create-conflict"),
+    pytest.param("patch", False, KubeApiError(0, "PATCH clusters/status: ReadTimeout"), id="status-timeout"),
+    pytest.param("apply", True, KubeApiError(409, "PATCH deployments: conflict", "Conflict"),
+                 id="children-conflict-retried-with-the-children"),
+])
+async def test_a_failed_pass_is_retried_until_it_converges(verb, apply_children, error, monkeypatch):
+    """No event follows a write that failed: the reconciler comes back by itself,
+    and applies the children if the failed pass was to."""
+    from helpers import async_wait_for
+
+    from dask_operator import requeue
+
+    monkeypatch.setattr(requeue, "RETRY_FIRST_SECONDS", 0.01)
+    env = make_env(2, [])
+    env.kube.fail_next(verb, error)
+    with pytest.raises(KubeApiError):
+        await env.reconcile(apply_children=apply_children)
+    assert env.reconciler.requeue.pending() == [(NS, NAME)]
+
+    async def converged() -> bool:
+        return len(env.worker_names()) == 2 and not env.reconciler.requeue.pending()
+
+    await async_wait_for(converged, 5, "the retried pass to create both workers", interval=0.01)
+    applied = [call.plural for call in env.kube.calls_of("apply")]
+    assert applied == (["services", "services", "deployments"] if apply_children else []), \
+        "the failed apply (logged), then the retry applies both children"
+    assert env.body()["status"]["workers"]["count"] == 2
+
+
+async def test_a_failed_read_by_name_is_retried_too(monkeypatch):
+    from helpers import async_wait_for
+
+    from dask_operator import requeue
+
+    monkeypatch.setattr(requeue, "RETRY_FIRST_SECONDS", 0.01)
+    env = make_env(1, [])
+    env.kube.fail_next("get", KubeApiError(0, "GET clusters: ConnectError"))
+    with pytest.raises(KubeApiError):
+        await env.reconciler.reconcile_by_name(NS, NAME)
+
+    async def created() -> bool:
+        return env.worker_names() == [pod_name(0)]
+
+    await async_wait_for(created, 5, "the retried pass", interval=0.01)
+
+
+async def test_a_deleted_cluster_is_not_retried():
+    env = make_env(2, [])
+    env.kube.fail_next("create", KubeApiError(500, "POST pods: boom"))
+    with pytest.raises(KubeApiError):
+        await env.reconcile()
+    env.reconciler.forget(NS, NAME, CLUSTER_UID)
+    assert env.reconciler.requeue.pending() == []
