@@ -12,9 +12,10 @@
 * A timer re-reconciles every Cluster as a safety net.
 
 Errors from the domain are translated here and nowhere else. A pass that
-failed on an API error is retried by the `Reconciler` itself, so the handler
-only logs it: a kopf retry would hold every later change of that Cluster
-back until its delay ran out.
+failed on an API error, or whose scale-down is blocked, is retried by the
+`Reconciler` itself (with back-off), so the handler only logs it and posts
+the Warning: a kopf retry would hold every later change of that Cluster back
+until its delay ran out.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from .workers import Outcome
 # costs two LISTs per Cluster, so at 300 s an idle fleet asks the API server
 # about 0.007 times a second per Cluster (benchmark B5).
 RESYNC_SECONDS = 300.0
-MAX_RETRY_DELAY = 30.0
 
 
 class Runtime:
@@ -59,12 +59,8 @@ def _reconciler() -> Reconciler:
     return Runtime.reconciler
 
 
-def _retry_delay(retry: int) -> float:
-    return min(MAX_RETRY_DELAY, 1.0 * 2 ** retry)
-
-
-def _report(body: kopf.Body, outcome: Outcome, logger: logging.Logger, retry: int) -> None:
-    """One Event per real action; a blocked scale-down is a Warning and a retry.
+def _report(body: kopf.Body, outcome: Outcome, logger: logging.Logger) -> None:
+    """One Event per real action; a blocked scale-down is a Warning (the reconciler retries it).
 
     Events are posted explicitly, with a reason of their own, rather than from
     every log line: pod events fire hundreds of times during a large scale.
@@ -76,10 +72,9 @@ def _report(body: kopf.Body, outcome: Outcome, logger: logging.Logger, retry: in
         return
     message = f"{blocked}; keeping the pods and retrying"
     logger.warning(f"ScaleDownBlocked: {message}")
-    kopf.warn(body, reason=c.COND_SCALE_DOWN_BLOCKED, message=message)
     # Every blocking cause (scheduler unreachable, fewer retired than asked, an
-    # API error mid-retirement) can clear by itself: retry, never give up.
-    raise kopf.TemporaryError(f"scale-down blocked: {blocked}", delay=_retry_delay(retry))
+    # API error mid-retirement) can clear by itself: the reconciler retries it.
+    kopf.warn(body, reason=c.COND_SCALE_DOWN_BLOCKED, message=message)
 
 
 @kopf.on.startup()
@@ -111,8 +106,7 @@ async def stop_background_tasks(**_: Any) -> None:
 @kopf.on.create(c.GROUP, c.VERSION, c.PLURAL)
 @kopf.on.resume(c.GROUP, c.VERSION, c.PLURAL)
 @kopf.on.update(c.GROUP, c.VERSION, c.PLURAL, field="spec")
-async def cluster_reconcile(body: kopf.Body, logger: logging.Logger, retry: int, diff: Any = (),
-                            **_: Any) -> None:
+async def cluster_reconcile(body: kopf.Body, logger: logging.Logger, diff: Any = (), **_: Any) -> None:
     if Runtime.autoscaler is not None:
         Runtime.autoscaler.track(body)
     try:
@@ -124,7 +118,7 @@ async def cluster_reconcile(body: kopf.Body, logger: logging.Logger, retry: int,
     except DaskOperatorError as e:
         logger.warning(f"reconcile failed, the operator retries it: {e}")
         return
-    _report(body, outcome, logger, retry)
+    _report(body, outcome, logger)
 
 
 @kopf.timer(c.GROUP, c.VERSION, c.PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)

@@ -9,8 +9,8 @@ The pass, in order, each step idempotent:
 3. status: compute the whole status, patch it only when it changed, and post
    a `SchedulerLost` Event when the scheduler stopped being ready.
 
-A blocked scale-down comes back in `Outcome.blocked`; the kopf layer turns it
-into a condition, an Event and a retry. While outdated workers wait for their
+A blocked scale-down comes back in `Outcome.blocked`, in the status as a
+condition (the kopf layer adds an Event), and is retried like a failed pass. While outdated workers wait for their
 replacements to register with the scheduler (which no pod event announces),
 the Cluster is reconciled again after `REQUEUE_SECONDS`. A pass that fails
 on an API error (a conflict `Kube` did not retry away, a timeout, an outage)
@@ -110,10 +110,10 @@ class Reconciler:
                 self.requeue.failed(key, apply_children)
             raise
         else:
-            self.requeue.succeeded(key, apply_children)
+            self.requeue.passed(key, apply_children, blocked=scaled.blocked is not None)
         finally:
             if spec.uid and spec.uid in self._deleted:  # deleted while this pass ran
-                self._drop((spec.namespace, spec.name))
+                self._drop(key)
         if scaled.waiting and spec.uid not in self._deleted:
             self.requeue.later(key, REQUEUE_SECONDS)
         return Outcome(spec.replicas, status, scaled)

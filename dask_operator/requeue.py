@@ -4,7 +4,8 @@ while it waits for something no event announces.
 Rules:
 - at most one pending pass per Cluster, however often asked;
 - a pass that failed `n` times in a row is retried after `retry_delay(n)`:
-  0.5 s, doubling, at most 30 s; a pass that succeeds resets the count;
+  0.5 s, doubling, at most 30 s; a blocked pass counts as failed; a pass
+  that succeeds resets the count;
 - if a failed pass was to apply the Cluster's children, the retry applies
   them (`children_due`) until a pass that applied them succeeds;
 - `forget` cancels the pending pass and drops the count.
@@ -57,10 +58,14 @@ class Requeue:
             self._children_due.add(key)
         self.later(key, retry_delay(failures))
 
-    def succeeded(self, key: Key, applied_children: bool) -> None:
-        self._failures.pop(key, None)
+    def passed(self, key: Key, applied_children: bool, blocked: bool = False) -> None:
+        """A pass ended; a blocked one (a scale-down waiting on the scheduler) is retried like a failure."""
         if applied_children:
             self._children_due.discard(key)
+        if blocked:
+            self.failed(key, apply_children=False)
+        else:
+            self._failures.pop(key, None)
 
     def children_due(self, key: Key) -> bool:
         """A failed pass was to apply the children: the next one must."""

@@ -230,27 +230,32 @@ def test_the_api_server_process_stopped_with_a_scale_pending(
     wait_for(lambda: len(live_workers(kube, namespace, name)) == 2 and _stable(kube, namespace, name), 60,
              "2 workers, counted in the status")
     restarts = _restarts(operator.pod())
-    watch = PodNames(kube, namespace, f"dask.charmtx.com/cluster={name},{WORKERS}")
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in live_workers(kube, namespace, name)}
     apiserver = sandbox.pids["kube-apiserver"]
+    scale(kube, namespace, name, 6)
+    os.kill(apiserver, signal.SIGSTOP)
     try:
-        scale(kube, namespace, name, 6)
-        os.kill(apiserver, signal.SIGSTOP)
-        try:
-            time.sleep(seconds)  # the outage itself
-        finally:
-            os.kill(apiserver, signal.SIGCONT)
-        back = time.monotonic()
+        time.sleep(seconds)  # the outage itself
+    finally:
+        os.kill(apiserver, signal.SIGCONT)
+    back = time.monotonic()
+    # A watch would not outlive a long stop (kubectl's HTTP/2 health check drops it): this one
+    # starts now, and its first list is what exists; a name made twice would show a second uid.
+    watch = PodNames(kube, namespace, f"dask.charmtx.com/cluster={name},{WORKERS}")
+    try:
         wait_for(lambda: len(live_workers(kube, namespace, name)) == 6, 120, "6 worker pods once it runs again")
         caught_up = time.monotonic() - back
         _, generation, observed = wait_for(
             lambda: (t := replicas_and_generations(kube, namespace, name))[1] == t[2] and t, 60,
             "observedGeneration = generation")
         uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in live_workers(kube, namespace, name)}
+        assert watch.watching, "the watch saw everything since the API server ran again"
     finally:
         watch.stop()
     print(f"\nkube-apiserver stopped {seconds:g} s; 6 pods {caught_up:.2f} s after it ran again")
     assert _restarts(operator.pod()) == restarts, "the operator's pod did not restart"
     assert observed == generation
+    assert all(uids[n] == u for n, u in before.items()), "the 2 pods from before kept"
     assert all(watch.first_uid[n] == u for n, u in uids.items()), "no pod created twice"
 
 

@@ -124,12 +124,14 @@ def test_sigkill_between_retirement_and_deletion_loses_nothing(
 class PodNames:
     """A raw pod watch (`kubectl get --raw`, one JSON event per line, unbuffered) read
     in a thread: the uid each pod name was first seen with, the pods annotated as
-    retired, and those deleted."""
+    retired, and those deleted; and every event, with the time (`time.time()`) it
+    was read, for tests that replay the pods' history."""
 
     def __init__(self, kube: Kube, namespace: str, selector: str) -> None:
         self.first_uid: dict[str, str] = {}
         self.retiring: set[str] = set()  # pods annotated as retired
         self.deleted: set[str] = set()  # pods being deleted or gone
+        self.events: list[tuple[float, str, dict]] = []  # (time read, event type, pod)
         query = urllib.parse.urlencode({"watch": "true", "labelSelector": selector})
         self._proc = subprocess.Popen(
             ["kubectl", f"--kubeconfig={kube.kubeconfig}", "get", "--raw",
@@ -140,12 +142,18 @@ class PodNames:
     def _read(self) -> None:
         for line in self._proc.stdout:
             event = json.loads(line)
+            self.events.append((time.time(), event["type"], event["object"]))
             meta = event["object"]["metadata"]
             self.first_uid.setdefault(meta["name"], meta["uid"])
             if c.ANNOTATION_RETIRING in (meta.get("annotations") or {}):
                 self.retiring.add(meta["name"])
             if event["type"] == "DELETED" or meta.get("deletionTimestamp"):
                 self.deleted.add(meta["name"])
+
+    @property
+    def watching(self) -> bool:
+        """The watch is still open: no event was missed so far."""
+        return self._proc.poll() is None
 
     def stop(self) -> None:
         self._proc.kill()

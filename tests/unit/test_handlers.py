@@ -49,32 +49,25 @@ def reconciler(monkeypatch):
     return use
 
 
-@pytest.mark.parametrize("retry, delay", [
-    pytest.param(0, 1.0, id="first"), pytest.param(3, 8.0, id="doubling"), pytest.param(10, 30.0, id="capped"),
-])
-def test_retry_delay(retry, delay):
-    assert handlers._retry_delay(retry) == delay
-
-
 async def test_a_real_action_posts_one_scaled_event(events, reconciler):
     fake = reconciler(result=outcome(created=["dask-worker-0"]))
-    await handlers.cluster_reconcile(body=BODY, logger=LOG, retry=0)
+    await handlers.cluster_reconcile(body=BODY, logger=LOG)
     assert events == [("Normal", "Scaled", "created 1 worker pods (desired 2)")]
     assert fake.calls == [True], "spec changes re-apply the children"
 
 
 async def test_a_scale_alone_does_not_reapply_the_scheduler(events, reconciler):
     fake = reconciler(result=outcome(created=["dask-worker-0"]))
-    await handlers.cluster_reconcile(body=BODY, logger=LOG, retry=0,
+    await handlers.cluster_reconcile(body=BODY, logger=LOG,
                                      diff=[("change", ("workers", "replicas"), 1, 2)])
-    await handlers.cluster_reconcile(body=BODY, logger=LOG, retry=0,
+    await handlers.cluster_reconcile(body=BODY, logger=LOG,
                                      diff=[("change", ("scheduler", "template"), {}, {"spec": {}})])
     assert fake.calls == [False, True], "only a change beyond the replica count re-applies the children"
 
 
 async def test_nothing_done_posts_nothing(events, reconciler):
     reconciler(result=outcome())
-    await handlers.cluster_reconcile(body=BODY, logger=LOG, retry=0)
+    await handlers.cluster_reconcile(body=BODY, logger=LOG)
     assert events == []
 
 
@@ -83,18 +76,17 @@ async def test_nothing_done_posts_nothing(events, reconciler):
     pytest.param(RetireIncomplete(2, ["dask-worker-1"]), id="fewer-retired"),
     pytest.param(KubeApiError(500, "PATCH pods"), id="api-error"),
 ])
-async def test_blocked_scale_down_warns_and_retries_with_back_off(events, reconciler, blocked):
+async def test_blocked_scale_down_warns_and_leaves_the_retry_to_the_reconciler(events, reconciler, blocked):
+    """No kopf retry: it would hold a later scale-up back for its delay."""
     reconciler(result=outcome(blocked=blocked))
-    with pytest.raises(kopf.TemporaryError) as raised:
-        await handlers.cluster_reconcile(body=BODY, logger=LOG, retry=2)
-    assert raised.value.delay == 4.0
+    await handlers.cluster_reconcile(body=BODY, logger=LOG)
     assert events == [("Warning", "ScaleDownBlocked", f"{blocked}; keeping the pods and retrying")]
 
 
 async def test_invalid_spec_is_a_permanent_error(events, reconciler):
     reconciler(error=InvalidSpec("spec.workers must be an object, got str"))
     with pytest.raises(kopf.PermanentError, match="invalid spec: spec.workers must be an object"):
-        await handlers.cluster_reconcile(body=BODY, logger=LOG, retry=0)
+        await handlers.cluster_reconcile(body=BODY, logger=LOG)
 
 
 async def test_resync_logs_errors_and_does_not_reapply_children(events, reconciler, caplog):
@@ -111,7 +103,7 @@ async def test_an_api_error_is_logged_not_retried_by_kopf(events, reconciler, ca
     later change of the Cluster back until its delay ran out."""
     fake = reconciler(error=KubeApiError(409, "PATCH clusters/status: conflict", "Conflict"))
     with caplog.at_level(logging.WARNING, logger="test"):
-        await handlers.cluster_reconcile(body=BODY, logger=LOG, retry=0)
+        await handlers.cluster_reconcile(body=BODY, logger=LOG)
     assert fake.calls == [True]
     assert "reconcile failed, the operator retries it: HTTP 409" in caplog.text
     assert events == []

@@ -871,6 +871,26 @@ async def test_a_failed_read_by_name_is_retried_too(monkeypatch):
     await async_wait_for(created, 5, "the retried pass", interval=0.01)
 
 
+async def test_a_blocked_scale_down_is_retried_with_back_off_until_it_completes(monkeypatch):
+    """The reconciler retries a blocked pass itself (the kopf edge only warns)."""
+    from helpers import async_wait_for
+
+    from dask_operator import requeue
+
+    monkeypatch.setattr(requeue, "RETRY_FIRST_SECONDS", 0.01)
+    env = make_env(1, serving(0, 1))
+    env.dask.unreachable = True
+    assert (await env.reconcile()).blocked is not None
+    assert env.reconciler.requeue.pending() == [(NS, NAME)]
+    env.dask.unreachable = False
+
+    async def retired() -> bool:
+        return env.worker_names() == [pod_name(1)] and not env.reconciler.requeue.pending()
+
+    await async_wait_for(retired, 5, "the retried pass to retire the surplus worker", interval=0.01)
+    assert env.kube.writes("pods") == retires(0)
+
+
 async def test_a_deleted_cluster_is_not_retried():
     env = make_env(2, [])
     env.kube.fail_next("create", KubeApiError(500, "POST pods: boom"))

@@ -2,8 +2,9 @@
 
 Rules (the module's docstring): one pending pass per Cluster; a pass failed
 n times in a row waits `retry_delay(n)` = 0.5 s doubling, at most 30 s; a
-success resets the count; a failed pass that was to apply the children makes
-the retries apply them until one succeeds; `forget` cancels and drops all.
+blocked pass counts as failed; a success resets the count; a failed pass
+that was to apply the children makes the retries apply them until one that
+applied them passes; `forget` cancels and drops all.
 """
 
 from __future__ import annotations
@@ -45,15 +46,16 @@ async def test_one_pending_pass_however_often_asked():
     assert recorder.calls == [KEY] and q.pending() == []
 
 
-async def test_failures_back_off_and_a_success_resets_them(monkeypatch):
+async def test_failures_and_blocked_passes_back_off_and_a_success_resets_them(monkeypatch):
     delays: list[float] = []
     q = Requeue(Recorder())
     monkeypatch.setattr(q, "later", lambda key, delay: delays.append(delay))
     for _ in range(3):
         q.failed(KEY, apply_children=False)
-    q.succeeded(KEY, applied_children=False)
+    q.passed(KEY, applied_children=False, blocked=True)
+    q.passed(KEY, applied_children=False)
     q.failed(KEY, apply_children=False)
-    assert delays == [0.5, 1.0, 2.0, 0.5]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 0.5], "a blocked pass backs off further"
 
 
 def test_children_are_due_until_a_pass_that_applied_them_succeeds(monkeypatch):
@@ -62,9 +64,9 @@ def test_children_are_due_until_a_pass_that_applied_them_succeeds(monkeypatch):
     q.failed(KEY, apply_children=True)
     q.failed(KEY, apply_children=False)
     assert q.children_due(KEY)
-    q.succeeded(KEY, applied_children=False)
+    q.passed(KEY, applied_children=False)
     assert q.children_due(KEY), "a refresh that did not apply them does not clear the debt"
-    q.succeeded(KEY, applied_children=True)
+    q.passed(KEY, applied_children=True)
     assert not q.children_due(KEY)
 
 
