@@ -35,6 +35,8 @@ from helpers import (  # noqa: E402
     wait_operator_ready,
 )
 
+import secrets_seen  # noqa: E402
+
 from dask_operator.sandbox import SandboxInfo  # noqa: E402
 from dask_operator.sandbox.procs import alive  # noqa: E402
 
@@ -57,12 +59,17 @@ def sandbox_process(request: pytest.FixtureRequest, tmp_path_factory) -> Sandbox
 
 
 @pytest.fixture(scope="session")
-def kube(request: pytest.FixtureRequest, sandbox_process: SandboxProcess | None) -> Kube:
+def kube(request: pytest.FixtureRequest, sandbox_process: SandboxProcess | None, tmp_path_factory) -> Kube:
+    """The cluster. At the session's end (the sandbox still up), everything captured meanwhile
+    is grepped for every secret the tests used (`secrets_seen`)."""
     if sandbox_process:
-        return Kube(Path(sandbox_process.info.kubeconfig))
-    kube = Kube(Path(request.config.getoption("--kubeconfig")))
-    kube.kubectl("apply", "-f", str(ROOT / "deploy" / "crd.yaml"))  # the sandbox installs it at start
-    return kube
+        kube = Kube(Path(sandbox_process.info.kubeconfig))
+    else:
+        kube = Kube(Path(request.config.getoption("--kubeconfig")))
+        kube.kubectl("apply", "-f", str(ROOT / "deploy" / "crd.yaml"))  # the sandbox installs it at start
+    with secrets_seen.capture_http():
+        yield kube
+    secrets_seen.check(kube, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
@@ -125,6 +132,11 @@ def operator(kube: Kube, deployed: Path, sandbox_process: SandboxProcess | None,
         for log in sorted(Path(sandbox_process.info.state_dir, "pods").glob("default_dask-operator-*/container.log")):
             print(f"\n--- {log.parent.name}: last 40 lines ---\n" + "\n".join(
                 log.read_text(errors="replace").splitlines()[-40:]))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if secrets_seen.last_summary:
+        terminalreporter.write_line(secrets_seen.last_summary)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -16,6 +16,8 @@ from typing import Any, Awaitable, Callable
 
 import yaml
 
+import secrets_seen
+
 from dask_operator.core.pods import pod_ready
 from dask_operator.sandbox import SandboxInfo
 from dask_operator.sandbox.cluster import write_token_kubeconfig
@@ -63,10 +65,12 @@ class Kube:
     kubeconfig: Path
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        secrets_seen.before_kubectl(self, args)  # a namespace's Events kept before its deletion
         result = subprocess.run(
             ["kubectl", f"--kubeconfig={self.kubeconfig}", *args],
             input=input, capture_output=True, text=True,
         )
+        secrets_seen.after_kubectl(args, result)  # a token minted remembered
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
         return result
@@ -184,7 +188,7 @@ class HostOperator:
 
     def __init__(self, kubeconfig: Path, log: Path, metrics_port: int, env: dict[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig
-        self.log = log
+        self.log = secrets_seen.keep_log(log)
         self.metrics_port = metrics_port
         self.env = env or {}
         self.process: subprocess.Popen | None = None
@@ -291,7 +295,7 @@ def host_server(kube: Kube, state_dir: Path, command: list[str], namespace: str,
 
     state_dir.mkdir(parents=True, exist_ok=True)
     kubeconfig = service_account_kubeconfig(kube, state_dir / f"{command[0]}.kubeconfig", namespace, account)
-    port, log = free_ports(1)[0], state_dir / f"{command[0]}.log"
+    port, log = free_ports(1)[0], secrets_seen.keep_log(state_dir / f"{command[0]}.log")
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "dask_operator", command[0], "--address", "127.0.0.1", "--port", str(port),

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from secrets_seen import remember
+
 LOCATIONS = [{"code": "FIN-01", "name": "Finland 1", "country_code": "FI"},
              {"code": "FIN-03", "name": "Finland 3", "country_code": "FI"},
              {"code": "ICE-01", "name": "Iceland 1", "country_code": "IS"}]
@@ -69,6 +71,7 @@ class VerdaStandIn:
     tokens: set = field(default_factory=set)
 
     def __post_init__(self) -> None:
+        remember(self.client_secret, "the Verda stand-in's client secret")
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -152,6 +155,8 @@ class VerdaStandIn:
         if not ok:
             return 401, {"code": "unauthorized_request", "message": "Invalid client credentials"}
         access, refresh = f"standin-access-{uuid.uuid4().hex}", f"standin-refresh-{uuid.uuid4().hex}"
+        remember(access, "a Verda stand-in access token")
+        remember(refresh, "a Verda stand-in refresh token")
         with self.lock:
             self.tokens |= {access, refresh}
         return 200, {"access_token": access, "refresh_token": refresh, "scope": "cloud-api-v1",

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from helpers import ROOT, Kube, host_api, wait_for
+from secrets_seen import remember
 
 from dask_operator.core.pods import pod_ready
 
@@ -46,7 +47,7 @@ pytestmark = pytest.mark.e2e
 FIELD = "domino-field"
 OWNER_LABEL = "dominodatalab.com/starting-user-id"
 CLUSTER = "scaled"
-API_KEY = "e2e-api-key-" + "7" * 32
+API_KEY = remember("e2e-api-key-" + "7" * 32, "test_api's API key")
 SIMULATE = {"sandbox.dask.charmtx.com/simulate": "true"}
 TEMPLATE_HASH = "dask.charmtx.com/worker-template-hash"
 
@@ -152,7 +153,8 @@ def resigned(token: str, key: Path, **claims: int) -> str:
     body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))) | claims
     signed = f"{header}.{_b64url(json.dumps(body, separators=(',', ':')).encode())}"
     private = serialization.load_pem_private_key(key.read_bytes(), password=None)
-    return f"{signed}.{_b64url(private.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256()))}"
+    return remember(f"{signed}.{_b64url(private.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256()))}",
+                    "test_api's re-signed token")
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from helpers import API_NAMESPACE, ROOT, Kube, OperatorPod, wait_for
+from secrets_seen import remember
 
 from dask_operator.sandbox import API_ADDRESS
 from dask_operator.sandbox.cluster import EXAMPLE
@@ -51,12 +52,16 @@ def test_readme_blocks_are_the_ones_the_sandbox_prints() -> None:
     assert API_ADDRESS in blocks[0], "the README finds the API as `sandbox --example` says"
 
 
-def test_readme_curl_examples_work_as_written(kube: Kube, example) -> None:
-    script = "".join(readme_blocks())
-    env = {**kube.env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+def test_readme_curl_examples_work_as_written(kube: Kube, example, tmp_path: Path) -> None:
+    # and the token and the API key the blocks made, to be looked for at the session's end
+    script = "".join(readme_blocks()) + 'printf "%s\\n" "$TOKEN" "$KEY" > "$SECRETS_MADE"\n'
+    env = {**kube.env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "SECRETS_MADE": str(tmp_path / "secrets")}
     out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
+    for secret in (tmp_path / "secrets").read_text().split():
+        remember(secret, "a README curl example's token or API key")
     answers = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert len(answers) == 7, out.stdout
     listed, got, scaled, restart, status, stranger, by_key = answers

@@ -36,6 +36,7 @@ import pytest
 import yaml
 
 from helpers import Kube, service_account_kubeconfig, wait_for
+from secrets_seen import remember
 from verda_nodes import NodeBridge
 from verda_scripts import NAMESPACE, RBAC_KINDS, deploy_verda, script_server_argv, token
 from verda_standin import VerdaStandIn
@@ -56,7 +57,7 @@ CONFIG = {"node_configs": {
     for name in GROUPS}}
 SCALE_UP_SECONDS = 90
 SCALE_DOWN_SECONDS = 90
-JOIN_TOKEN = f"join-{secrets.token_hex(12)}"  # the Secret's value: in each script, in no log
+JOIN_TOKEN = remember(f"join-{secrets.token_hex(12)}", "deploy/verda's join token")  # the Secret's value: in each script, in no log
 
 
 @dataclass

@@ -30,6 +30,7 @@ import secrets
 
 import pytest
 from schema_run import no_server_error, run_schema
+from secrets_seen import remember
 from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
                                                positive_data_acceptance, response_schema_conformance,
                                                status_code_conformance)
@@ -42,7 +43,7 @@ pytestmark = pytest.mark.e2e
 
 CASES = int(os.environ.get("DASK_OPERATOR_SCRIPT_SERVER_SCHEMA_CASES") or 1000)
 SEED = int(os.environ.get("DASK_OPERATOR_SCRIPT_SERVER_SCHEMA_SEED") or random.randrange(2 ** 32))
-JOIN_TOKEN = f"join-{secrets.token_hex(12)}"  # the Secret's value: in each script, in no log
+JOIN_TOKEN = remember(f"join-{secrets.token_hex(12)}", "deploy/verda's join token")  # the Secret's value: in each script, in no log
 CHECKS = [no_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           positive_data_acceptance, negative_data_rejection]
 
