@@ -9,14 +9,14 @@ The pass, in order, each step idempotent:
 3. status: compute the whole status, patch it only when it changed, and post
    a `SchedulerLost` Event when the scheduler stopped being ready.
 
-A blocked scale-down comes back in `Outcome.blocked`, in the status as a
-condition (the kopf layer adds an Event), and is retried like a failed pass. While outdated workers wait for their
-replacements to register with the scheduler (which no pod event announces),
-the Cluster is reconciled again after `REQUEUE_SECONDS`. A pass that fails
-on an API error (a conflict `Kube` did not retry away, a timeout, an outage)
-is retried here, with back-off (`requeue.Requeue`); whoever asked for it
-(kopf, the pod watch, the resync) only logs the failure. A deleted Cluster
-leaves nothing behind (`forget`), even when a pass ends later. No kopf here.
+A blocked scale-down comes back in `Outcome.blocked` and in the status as a
+condition (the kopf layer adds an Event). While outdated workers wait for
+their replacements to register with the scheduler (which no pod event
+announces), the Cluster is reconciled again after `REQUEUE_SECONDS`. A pass
+that fails on an API error (a conflict `Kube` did not retry away, a timeout,
+an outage), or is blocked, is retried here with back-off (`requeue.Requeue`);
+whoever asked for it (kopf, the pod watch, the resync) only logs it. Nothing
+of a deleted Cluster is left (`forget`), even by a late pass. No kopf here.
 """
 
 from __future__ import annotations
