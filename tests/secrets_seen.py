@@ -42,6 +42,7 @@ _logs: set[Path] = set()
 _events: dict[str, tuple[str, str]] = {}  # uid -> (where, the Event as JSON)
 _bodies: list[tuple[str, bytes]] = []
 last_summary: str | None = None
+_capturing = False
 
 
 def fingerprint(secret: str | bytes) -> str:
@@ -166,7 +167,12 @@ def _keep_answer(status: int, method: str, url: str, headers, body: bytes) -> No
 
 @contextlib.contextmanager
 def capture_http():
-    """Every answer >= 400 httpx and requests get over the network (not from a mock transport) kept."""
+    """Every answer >= 400 httpx and requests get over the network (not from a mock transport) kept.
+    Inside a capture already running (the session's), the outer one keeps them."""
+    global _capturing
+    if _capturing:
+        yield
+        return
     import httpx
     import requests
 
@@ -194,10 +200,12 @@ def capture_http():
         return r
 
     httpx.Client.send, httpx.AsyncClient.send, requests.Session.send = send, asend, rsend
+    _capturing = True
     try:
         yield
     finally:
         httpx.Client.send, httpx.AsyncClient.send, requests.Session.send = sync, asynchronous, session
+        _capturing = False
 
 
 def check(kube, temp_dir: Path) -> str:

@@ -7,7 +7,9 @@ it (kubectl, HTTP answers, Events, logs) and `check` failing with the place and 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -166,10 +168,11 @@ def server():
     httpd.server_close()
 
 
-async def test_error_answers_over_the_network_are_kept(isolated, server: str) -> None:
+@pytest.mark.parametrize("outer", [False, True], ids=["alone", "inside-the-sessions-capture"])
+async def test_error_answers_over_the_network_are_kept_once(isolated, server: str, outer: bool) -> None:
     sends = httpx.Client.send, httpx.AsyncClient.send, requests.Session.send
     mock = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500, text=KEY)))
-    with s.capture_http():
+    with s.capture_http() if outer else contextlib.nullcontext(), s.capture_http():
         assert httpx.get(f"{server}/ok").status_code == 200
         assert httpx.get(f"{server}/sync?q=1").status_code == 401
         async with httpx.AsyncClient() as client:
@@ -183,7 +186,17 @@ async def test_error_answers_over_the_network_are_kept(isolated, server: str) ->
     assert len(leaks) == 3
 
 
-def test_check_fails_naming_the_log_and_the_event_never_the_secret(isolated, tmp_path: Path) -> None:
+@pytest.fixture
+def scratch():
+    """A directory outside the session's temporary one: what these tests plant there is no leak
+    for the session's own check to find."""
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "session").mkdir()
+        yield Path(d) / "session"
+
+
+def test_check_fails_naming_the_log_and_the_event_never_the_secret(isolated, scratch: Path) -> None:
+    tmp_path = scratch
     pod_token = OTHER  # a pod's own projected token, remembered at the end
     (tmp_path / "sb" / "pods" / "ns_api_1" / "volumes" / "kube-api-access-x").mkdir(parents=True)
     (tmp_path / "sb" / "pods" / "ns_api_1" / "volumes" / "kube-api-access-x" / "token").write_text(pod_token)
@@ -208,7 +221,8 @@ def test_check_fails_naming_the_log_and_the_event_never_the_secret(isolated, tmp
     assert s.last_summary.startswith("secrets seen: 2 secrets looked for in 3 log files, 1 Events, 0 error answers (")
 
 
-def test_check_passes_when_nothing_leaked(isolated, tmp_path: Path) -> None:
+def test_check_passes_when_nothing_leaked(isolated, scratch: Path) -> None:
+    tmp_path = scratch
     (tmp_path / "api.log").write_text("GET /x 401\n")
     s.remember(KEY, "an API key")
     assert s.check(FakeKube({}), tmp_path).startswith("secrets seen: 1 secrets looked for in 1 log files")
