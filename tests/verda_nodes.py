@@ -29,9 +29,9 @@ from pathlib import Path
 import yaml
 
 from dask_operator import constants as c
+from dask_operator.sandbox.kwok import MANAGED, NODE_ANNOTATION
 from verda_standin import INSTANCE_TYPES, VerdaStandIn
 
-KWOK_ANNOTATION = "kwok.x-k8s.io/node"  # the sandbox's kwok manages Nodes annotated "fake"
 PROVIDER_ID_PREFIX = "datacrunch://"
 BOOTING = {"new", "ordered", "validating", "provisioning"}
 MAX_PODS = "110"
@@ -67,7 +67,7 @@ def node_for(instance: dict, node_configs: dict) -> dict:
     return {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": labels,
-                     "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"}},
+                     "annotations": {NODE_ANNOTATION: MANAGED, "node.alpha.kubernetes.io/ttl": "0"}},
         "spec": {"providerID": f"{PROVIDER_ID_PREFIX}{instance['id']}", **({"taints": taints} if taints else {})},
         "status": {"capacity": capacity, "allocatable": dict(capacity)},
     }

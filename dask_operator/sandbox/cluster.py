@@ -283,7 +283,7 @@ class Sandbox:
         self._spawn("kwok", [
             str(b.kwok), f"--kubeconfig={admin}", f"--config={kwok_file}",
             "--manage-all-nodes=false",
-            f"--manage-nodes-with-annotation-selector={kwok_config.NODE_ANNOTATION}=fake",
+            f"--manage-nodes-with-annotation-selector={kwok_config.NODE_ANNOTATION}={kwok_config.MANAGED}",
             f"--cidr={net.kwok_range}", f"--node-ip={net.gateway}",
             f"--server-address=127.0.0.1:{kwok_port}",
         ])

@@ -7,6 +7,17 @@ selectors are conjunctions, so each pod stage is written twice: once for pods
 with neither the role label nor the part-of value, once for pods with the
 simulate label; together they are exactly the complement of the runner's
 selectors.
+
+A node can be partitioned (`partition_objects`): its kwok annotation set to
+`PARTITIONED` stops kwok's stages for it (which would set it Ready again), and
+a ValidatingAdmissionPolicy refuses its Lease's renewals, which kwok keeps
+sending for every node it ever managed. The node lifecycle controller then
+finds the lease stale, as for a node whose kubelet lost the API server: the
+node goes NotReady (Unknown), its pods are marked not Ready, and the
+`unreachable` taints evict them after their toleration. The pod runner cuts
+the network of the pods it runs there and stops tending them
+(`podrunner.py`). Deleting the policy and annotating the node `fake` again
+heals it.
 """
 
 from __future__ import annotations
@@ -18,6 +29,8 @@ import yaml
 from ..constants import LABEL_PART_OF, LABEL_ROLE, PART_OF, SANDBOX_SIMULATE_LABEL
 
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
+MANAGED = "fake"  # the annotation's value on the nodes kwok keeps Ready
+PARTITIONED = "partitioned"  # ... and on a node cut off from the API server and the pod network
 
 _KWOK_SIDES = (
     ("plain", [{"key": f'.metadata.labels["{LABEL_ROLE}"]', "operator": "DoesNotExist"},
@@ -65,7 +78,7 @@ def nodes(config) -> list[dict]:
             "kind": "Node",
             "metadata": {
                 "name": f"kwok-node-{i}",
-                "annotations": {NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "annotations": {NODE_ANNOTATION: MANAGED, "node.alpha.kubernetes.io/ttl": "0"},
                 "labels": {
                     "kubernetes.io/hostname": f"kwok-node-{i}", "kubernetes.io/os": "linux",
                     "kubernetes.io/arch": "amd64", "type": "kwok",
@@ -75,3 +88,43 @@ def nodes(config) -> list[dict]:
         }
         for i in range(config.nodes)
     ]
+
+
+def partition_policy_name(node: str) -> str:
+    return f"sandbox-partition-{node}"
+
+
+def partition_objects(node: str) -> list[dict]:
+    """A ValidatingAdmissionPolicy and its binding refusing writes of `node`'s Lease.
+
+    Apply them and annotate the node `PARTITIONED` to cut it off; delete them
+    and annotate it `MANAGED` to heal it.
+    """
+    name = partition_policy_name(node)
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["coordination.k8s.io"], "apiVersions": ["v1"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["leases"],
+            }]},
+            "matchConditions": [{
+                "name": "the-partitioned-node",
+                "expression": f"request.namespace == 'kube-node-lease' && object.metadata.name == '{node}'",
+            }],
+            "validations": [{
+                "expression": "false",
+                "message": f"sandbox: node {node} is partitioned; its heartbeat does not reach the API server",
+            }],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    }
+    return [policy, binding]

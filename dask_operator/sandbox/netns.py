@@ -160,6 +160,11 @@ def create_pod_namespace(net: Network, name: str, veth: str, address: str) -> No
     (NETNS_ETC / name / "resolv.conf").write_text(RESOLV_CONF)
 
 
+def set_link(veth: str, up: bool) -> None:
+    """Plug a pod's veth into the bridge again, or unplug it (nothing passes, nothing is reset)."""
+    ip("link", "set", veth, "up" if up else "down")
+
+
 def delete_pod_namespace(name: str) -> None:
     # Deleting the namespace destroys eth0 and with it the veth peer on the host.
     ip("netns", "del", name, check=False)

@@ -36,6 +36,13 @@ period, before SIGTERM. A stopped pod's leftovers -- processes that left the
 container's process group (`ray start` does) -- are killed through its network
 namespace. KubeRay's pods run as real Ray processes when they opt in
 (`ray_pods.py`).
+
+A partitioned node (its kwok annotation `kwok.PARTITIONED`) is one whose
+kubelet lost the API server and whose network is cut: the runner takes the
+bridge side of its pods' veths down and stops tending them -- no status, no
+probes, no termination -- while their processes run on, unreachable. When the
+node is healed, the links come up and tending resumes: a pod deleted meanwhile
+is then stopped and its object removed, as a kubelet does when it returns.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ import kr8s.asyncio
 
 from ..constants import LABEL_PART_OF, LABEL_ROLE, PART_OF, SANDBOX_SIMULATE_LABEL
 from . import netns, ray_pods
+from .kwok import NODE_ANNOTATION, PARTITIONED
 from .procs import pdeathsig_preexec
 from .volumes import PodVolumes, VolumeNotReady, mount_wrapper
 
@@ -102,6 +110,8 @@ class RunningPod:
     init_restarts: int = 0
     init_started_at: str = ""
     probe: asyncio.Task | None = None  # a running exec readiness probe
+    node: str = ""
+    partitioned: bool = False  # its veth is down: its node is partitioned
 
 
 def _expand(value: str, env: dict[str, str]) -> str:
@@ -226,6 +236,7 @@ class PodRunner:
         pods = {p["metadata"]["uid"]: p for s in RUNNER_SELECTORS
                 for p in (await self._get("pods", {"labelSelector": s}))["items"]}.values()
         hosts = await self._service_hosts()
+        cut = await self._partitioned_nodes()
         seen = set()
         for pod in pods:
             uid = pod["metadata"]["uid"]
@@ -233,11 +244,27 @@ class PodRunner:
             if not pod["spec"].get("nodeName"):
                 continue  # not scheduled yet
             try:
+                if await self._partitioned(self.pods.get(uid), pod["spec"]["nodeName"] in cut):
+                    continue
                 await self._sync_pod(pod, hosts)
             except Exception:  # one bad pod must not stall the others
                 log.exception("pod %s/%s", pod["metadata"]["namespace"], pod["metadata"]["name"])
-        for uid in [u for u in self.pods if u not in seen]:
+        for uid in [u for u, rp in self.pods.items() if u not in seen and rp.node not in cut]:
             await self._stop(self.pods.pop(uid))
+
+    async def _partitioned_nodes(self) -> set[str]:
+        return {n["metadata"]["name"] for n in (await self._get("nodes"))["items"]
+                if (n["metadata"].get("annotations") or {}).get(NODE_ANNOTATION) == PARTITIONED}
+
+    async def _partitioned(self, rp: RunningPod | None, cut: bool) -> bool:
+        """Cut or restore a pod's link as its node is partitioned or healed; True: leave the pod be."""
+        if rp is None or rp.partitioned == cut:
+            return cut
+        await asyncio.to_thread(netns.set_link, self.network.veth_name(rp.veth_slot), not cut)
+        rp.partitioned = cut
+        log.info("%s/%s: node %s %s", rp.namespace, rp.name, rp.node,
+                 "partitioned: its link is down, its processes run on" if cut else "healed: its link is up")
+        return cut
 
     async def _sync_pod(self, pod: dict, hosts: dict) -> None:
         rp = self.pods.get(pod["metadata"]["uid"])
@@ -317,6 +344,7 @@ class PodRunner:
             workdir=workdir,
             volumes=PodVolumes(self.api, pod, workdir / "volumes"),
             container=pod["spec"]["containers"][0]["name"],
+            node=pod["spec"]["nodeName"],
         )
         rp.workdir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(
