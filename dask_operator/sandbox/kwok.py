@@ -90,17 +90,13 @@ def nodes(config) -> list[dict]:
     ]
 
 
-def partition_policy_name(node: str) -> str:
-    return f"sandbox-partition-{node}"
-
-
 def partition_objects(node: str) -> list[dict]:
     """A ValidatingAdmissionPolicy and its binding refusing writes of `node`'s Lease.
 
     Apply them and annotate the node `PARTITIONED` to cut it off; delete them
     and annotate it `MANAGED` to heal it.
     """
-    name = partition_policy_name(node)
+    name = f"sandbox-partition-{node}"
     policy = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",

@@ -181,6 +181,7 @@ class PodRunner:
         self._http = httpx.AsyncClient(timeout=1.0)
         self._ray = ray_pods.RayReadiness()
         self._stopping = False
+        self._cut: set[str] = set()  # partitioned nodes, kept by the node watch
         self.api = None
 
     def stop(self) -> None:
@@ -197,6 +198,7 @@ class PodRunner:
         self.api = await kr8s.asyncio.api(kubeconfig=str(self.kubeconfig))
         watches = [asyncio.create_task(self._watch("pods", s)) for s in RUNNER_SELECTORS]
         watches.append(asyncio.create_task(self._watch("endpointslices", None)))
+        watches.append(asyncio.create_task(self._watch("nodes", None, self._node_event)))
         try:
             while not self._stopping:
                 try:
@@ -216,10 +218,13 @@ class PodRunner:
             await asyncio.wait(watches, timeout=2)
             await self.shutdown()
 
-    async def _watch(self, kind: str, selector: str | None) -> None:
+    async def _watch(self, kind: str, selector: str | None, seen=None) -> None:
+        """Wake the sync loop at each event; `seen(event, obj)` first, if given."""
         while not self._stopping:
             try:
-                async for _ in self.api.async_watch(kind, namespace=kr8s.ALL, label_selector=selector):
+                async for event, obj in self.api.async_watch(kind, namespace=kr8s.ALL, label_selector=selector):
+                    if seen is not None:
+                        seen(event, obj.raw)
                     self._wake.set()
             except asyncio.CancelledError:
                 raise
@@ -236,7 +241,7 @@ class PodRunner:
         pods = {p["metadata"]["uid"]: p for s in RUNNER_SELECTORS
                 for p in (await self._get("pods", {"labelSelector": s}))["items"]}.values()
         hosts = await self._service_hosts()
-        cut = await self._partitioned_nodes()
+        cut = set(self._cut)
         seen = set()
         for pod in pods:
             uid = pod["metadata"]["uid"]
@@ -252,9 +257,13 @@ class PodRunner:
         for uid in [u for u, rp in self.pods.items() if u not in seen and rp.node not in cut]:
             await self._stop(self.pods.pop(uid))
 
-    async def _partitioned_nodes(self) -> set[str]:
-        return {n["metadata"]["name"] for n in (await self._get("nodes"))["items"]
-                if (n["metadata"].get("annotations") or {}).get(NODE_ANNOTATION) == PARTITIONED}
+    def _node_event(self, event: str, node: dict) -> None:
+        """Keep the set of partitioned nodes (a watch opened anew lists every node as ADDED)."""
+        meta = node["metadata"]
+        if event != "DELETED" and (meta.get("annotations") or {}).get(NODE_ANNOTATION) == PARTITIONED:
+            self._cut.add(meta["name"])
+        else:
+            self._cut.discard(meta["name"])
 
     async def _partitioned(self, rp: RunningPod | None, cut: bool) -> bool:
         """Cut or restore a pod's link as its node is partitioned or healed; True: leave the pod be."""

@@ -65,15 +65,16 @@ def test_a_pod_never_admitted_on_a_partitioned_node_is_left_be(monkeypatch) -> N
 
 def test_the_runner_reads_partitioned_nodes_from_their_annotation() -> None:
     runner = PodRunner.__new__(PodRunner)
+    runner._cut = set()
 
-    async def get(url, params=None):
-        assert url == "nodes"
-        return {"items": [
-            {"metadata": {"name": "a", "annotations": {kwok.NODE_ANNOTATION: kwok.PARTITIONED}}},
-            {"metadata": {"name": "b", "annotations": {kwok.NODE_ANNOTATION: kwok.MANAGED}}},
-            {"metadata": {"name": "c"}},
-        ]}
+    def node(name: str, value: str | None) -> dict:
+        return {"metadata": {"name": name, **({"annotations": {kwok.NODE_ANNOTATION: value}} if value else {})}}
 
-    runner._get = get
-    assert asyncio.run(runner._partitioned_nodes()) == {"a"}
+    for event, name, value in [("ADDED", "a", kwok.PARTITIONED), ("ADDED", "b", kwok.MANAGED), ("ADDED", "c", None),
+                               ("MODIFIED", "b", kwok.PARTITIONED), ("MODIFIED", "a", kwok.MANAGED),
+                               ("DELETED", "b", kwok.PARTITIONED)]:
+        runner._node_event(event, node(name, value))
+        if (event, name) == ("ADDED", "c"):
+            assert runner._cut == {"a"}
+    assert runner._cut == set(), "healed, then deleted"
     assert podrunner.NODE_ANNOTATION == kwok.NODE_ANNOTATION
